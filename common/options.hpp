@@ -1,0 +1,51 @@
+// The contract's command lines (shared/CONTRACT.md), parsed with CLI11 the same way in every
+// binary, plus the two lines every server prints: "listening on ..." and a setup failure.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <string_view>
+
+namespace iolab {
+
+enum class Mode { qa, echo };
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";
+    uint16_t port = 9000;
+    Mode mode = Mode::qa;
+    size_t max_line = 4096;
+    int max_conns = 1000;
+    double idle_timeout = 0;  // seconds; 0 = never
+    bool trace = false;
+};
+
+// Defaults for model number N (1..9): port 9000 + N.
+ServerOptions server_defaults(int model_number);
+
+// Adds --host --port --mode --max-line --max-conns --idle-timeout --trace to `app`.
+void add_server_options(CLI::App& app, ServerOptions& opt);
+
+struct ClientOptions {
+    std::string host = "127.0.0.1";
+    uint16_t port = 9000;
+};
+ClientOptions client_defaults(int model_number);
+void add_client_options(CLI::App& app, ClientOptions& opt);
+
+// Parses argv. Returns -1 when the program should go on; otherwise the exit code to return at
+// once: 0 after --help, 2 after a bad argument, reported on one line of stderr.
+int parse_command_line(CLI::App& app, int argc, char** argv);
+
+// Prints "listening on HOST:PORT model=NAME" on stdout and flushes it: the line the harness and
+// the tests wait for. Also turns tracing on when --trace was given.
+void announce_listening(int listen_fd, std::string_view model, const ServerOptions& opt);
+
+// The one line main() prints for a setup failure ("05_epoll_server: bind 127.0.0.1:9005:
+// Address already in use"). Returns the exit code, 1.
+int report_setup_failure(std::string_view program, const std::exception& e);
+
+}  // namespace iolab

@@ -1,0 +1,226 @@
+#include "qa.hpp"
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+
+#include "trace.hpp"
+
+namespace iolab {
+
+LineParser::LineParser(size_t max_line) : max_line_(max_line) {}
+
+void LineParser::compact() {
+    if (start_ == 0) {
+        return;
+    }
+    std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
+    scan_ -= start_;
+    end_ -= start_;
+    start_ = 0;
+}
+
+std::span<char> LineParser::write_space(size_t min) {
+    if (buf_.size() - end_ < min) {
+        // Move the unread tail to the front before growing; once the caller has taken every
+        // complete line, the tail is at most one unfinished line, so the buffer stays small.
+        compact();
+        if (buf_.size() - end_ < min) {
+            buf_.resize(end_ + min);
+        }
+    }
+    return {buf_.data() + end_, buf_.size() - end_};
+}
+
+void LineParser::commit(size_t n) { end_ += n; }
+
+void LineParser::feed(const char* data, size_t n) {
+    auto space = write_space(n);
+    std::memcpy(space.data(), data, n);
+    commit(n);
+}
+
+std::optional<std::string_view> LineParser::next() {
+    if (too_long_) {
+        return std::nullopt;
+    }
+    const char* base = buf_.data();
+    const void* nl = std::memchr(base + scan_, '\n', end_ - scan_);
+    if (nl == nullptr) {
+        scan_ = end_;
+        // An unfinished line may still need a '\r' and the '\n' after max_line bytes.
+        if (end_ - start_ > max_line_ + 1) {
+            too_long_ = true;
+        }
+        return std::nullopt;
+    }
+    size_t stop = static_cast<size_t>(static_cast<const char*>(nl) - base);
+    size_t len = stop - start_;
+    if (len > 0 && base[stop - 1] == '\r') {
+        --len;
+    }
+    if (len > max_line_) {
+        too_long_ = true;
+        return std::nullopt;
+    }
+    std::string_view line(base + start_, len);
+    start_ = scan_ = stop + 1;
+    if (start_ == end_) {
+        start_ = scan_ = end_ = 0;
+    }
+    return line;
+}
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (std::toupper(static_cast<unsigned char>(a[i])) != b[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+Request error(std::string_view why) { return {Verb::error, why, 0}; }
+
+}  // namespace
+
+Request parse_request(std::string_view line) {
+    if (line.empty()) {
+        return error("empty request");
+    }
+    size_t space = line.find(' ');
+    std::string_view cmd = line.substr(0, space);
+    bool has_arg = space != std::string_view::npos;
+    std::string_view arg = has_arg ? line.substr(space + 1) : std::string_view{};
+
+    if (iequals(cmd, "ECHO")) {
+        return {Verb::echo, arg, 0};
+    }
+    if (iequals(cmd, "WORK")) {
+        int ms = -1;
+        auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), ms);
+        if (!has_arg || ec != std::errc() || end != arg.data() + arg.size() || ms < 0 ||
+            ms > 10000) {
+            return error("WORK wants milliseconds from 0 to 10000");
+        }
+        return {Verb::work, {}, ms};
+    }
+    Verb verb;
+    if (iequals(cmd, "PING")) {
+        verb = Verb::ping;
+    } else if (iequals(cmd, "TIME")) {
+        verb = Verb::time;
+    } else if (iequals(cmd, "STATS")) {
+        verb = Verb::stats;
+    } else if (iequals(cmd, "QUIT")) {
+        verb = Verb::quit;
+    } else {
+        return error("unknown command (try PING, ECHO, TIME, WORK, STATS, QUIT)");
+    }
+    if (has_arg) {
+        return error("this command takes no argument");
+    }
+    return {verb, {}, 0};
+}
+
+int thread_count() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("Threads:", 0) == 0) {
+            return std::atoi(line.c_str() + 8);
+        }
+    }
+    return 0;
+}
+
+std::string stats_line(const ServerStats& s) {
+    std::string out = "model=" + s.model;
+    out += " conns=" + std::to_string(s.conns.load(std::memory_order_relaxed));
+    out += " accepted=" + std::to_string(s.accepted.load(std::memory_order_relaxed));
+    out += " requests=" + std::to_string(s.requests.load(std::memory_order_relaxed));
+    out += " refused=" + std::to_string(s.refused.load(std::memory_order_relaxed));
+    out += " threads=" + std::to_string(thread_count());
+    out += " syscalls=" + std::to_string(trace::calls());
+    if (s.extra) {
+        std::string more = s.extra();
+        if (!more.empty()) {
+            out += ' ';
+            out += more;
+        }
+    }
+    return out;
+}
+
+void append_reply(std::string& out, const Request& req, const ServerStats& stats) {
+    switch (req.verb) {
+        case Verb::ping:
+            out += "PONG\n";
+            break;
+        case Verb::echo:
+            out.append(req.text);
+            out += '\n';
+            break;
+        case Verb::time: {
+            std::time_t now = std::time(nullptr);
+            std::tm tm;
+            ::gmtime_r(&now, &tm);
+            char text[32];
+            std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ\n", &tm);
+            out += text;
+            break;
+        }
+        case Verb::work:
+            out += "DONE " + std::to_string(req.work_ms) + "\n";
+            break;
+        case Verb::stats:
+            out += stats_line(stats);
+            out += '\n';
+            break;
+        case Verb::quit:
+            out += "BYE\n";
+            break;
+        case Verb::error:
+            out += "ERR ";
+            out.append(req.text);
+            out += '\n';
+            break;
+    }
+}
+
+std::string too_long_reply(size_t max_line) {
+    return "ERR line too long (limit " + std::to_string(max_line) + ")\n";
+}
+
+}  // namespace iolab
+
+#include <thread>
+
+#include "stop.hpp"
+
+namespace iolab {
+
+bool block_for_work(int ms) {
+    using namespace std::chrono;
+    auto until = steady_clock::now() + milliseconds(ms);
+    for (;;) {
+        if (stop_requested()) {
+            return false;
+        }
+        auto left = until - steady_clock::now();
+        if (left <= steady_clock::duration::zero()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::min<steady_clock::duration>(left, milliseconds(20)));
+    }
+}
+
+}  // namespace iolab
