@@ -30,6 +30,7 @@ constexpr size_t kMaxReply = 1 << 20;
 // Blocks until one whole reply line is buffered in `in`, reading the socket as needed.
 // Returns false on EOF or error.
 bool read_reply(int fd, LineParser& in, std::string& reply) {
+    static char buf[65536];
     for (;;) {
         if (auto line = in.next()) {
             reply.assign(*line);
@@ -38,12 +39,11 @@ bool read_reply(int fd, LineParser& in, std::string& reply) {
         if (in.too_long()) {
             return false;
         }
-        auto space = in.write_space();
-        long n = read_some(fd, space.data(), space.size());
+        long n = read_some(fd, buf, sizeof buf);
         if (n <= 0) {
             return false;
         }
-        in.commit(static_cast<size_t>(n));
+        in.feed(buf, static_cast<size_t>(n));
     }
 }
 

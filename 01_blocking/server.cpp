@@ -57,11 +57,11 @@ bool flush(Conn& c) {
 
 // Question-answer mode: read, answer every complete line, repeat.
 void serve_qa(Conn& c, ServerStats& stats, const ServerOptions& opt) {
+    char buf[16384];
     for (;;) {
-        auto space = c.in.write_space();
         // Phase 1 and phase 2 both happen inside this one call: it returns only once bytes
-        // have arrived and been copied into `space`.
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), space.data(), space.size(), 0));
+        // have arrived and been copied into `buf`.
+        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
         if (n == 0) {
             return;  // the client closed its side
         }
@@ -75,7 +75,7 @@ void serve_qa(Conn& c, ServerStats& stats, const ServerOptions& opt) {
             }
             return;
         }
-        c.in.commit(static_cast<size_t>(n));
+        c.in.feed(buf, static_cast<size_t>(n));
         while (auto line = c.in.next()) {
             Request req = parse_request(*line);
             if (req.verb == Verb::work && !block_for_work(req.work_ms)) {

@@ -42,7 +42,9 @@ void set_nodelay(int fd);
 // Blocking write of all `len` bytes, looping over short writes and EINTR. MSG_NOSIGNAL on
 // sockets, so a vanished peer is an EPIPE return, not a SIGPIPE. Returns 0, or -errno.
 int write_all(int fd, const void* data, size_t len);
-inline int write_all(int fd, std::string_view s) { return write_all(fd, s.data(), s.size()); }
+inline int write_all(int fd, std::string_view s) {
+    return write_all(fd, s.data(), s.size());
+}
 
 // One blocking read(2), retried on EINTR. Returns bytes (0 = EOF) or -errno.
 long read_some(int fd, void* buf, size_t len);

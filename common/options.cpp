@@ -36,7 +36,8 @@ void add_server_options(CLI::App& app, ServerOptions& opt) {
     app.add_option("--max-line", opt.max_line, "Longest QA request line in bytes")
         ->capture_default_str()
         ->check(CLI::Range(size_t{1}, size_t{1} << 20));
-    app.add_option("--max-conns", opt.max_conns, "Connections held at once; more get ERR server full")
+    app.add_option("--max-conns", opt.max_conns,
+                   "Connections held at once; more get ERR server full")
         ->capture_default_str()
         ->check(CLI::Range(1, 1000000));
     app.add_option("--idle-timeout", opt.idle_timeout,

@@ -11,67 +11,77 @@
 
 namespace iolab {
 
-LineParser::LineParser(size_t max_line) : max_line_(max_line) {}
-
-void LineParser::compact() {
-    if (start_ == 0) {
-        return;
+void LineParser::compact_own() {
+    own_.erase(0, own_start_);
+    own_start_ = 0;
+    // A long line once straddled two reads; do not keep its storage for an idle connection.
+    if (own_.empty() && own_.capacity() > 1024) {
+        std::string().swap(own_);
     }
-    std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
-    scan_ -= start_;
-    end_ -= start_;
-    start_ = 0;
 }
 
-std::span<char> LineParser::write_space(size_t min) {
-    if (buf_.size() - end_ < min) {
-        // Move the unread tail to the front before growing; once the caller has taken every
-        // complete line, the tail is at most one unfinished line, so the buffer stays small.
-        compact();
-        if (buf_.size() - end_ < min) {
-            buf_.resize(end_ + min);
-        }
+void LineParser::keep_rest() {
+    if (!data_.empty()) {
+        compact_own();
+        own_.append(data_);
+        data_ = {};
     }
-    return {buf_.data() + end_, buf_.size() - end_};
 }
 
-void LineParser::commit(size_t n) { end_ += n; }
+void LineParser::feed(std::string_view data) {
+    keep_rest();
+    data_ = data;
+}
 
-void LineParser::feed(const char* data, size_t n) {
-    auto space = write_space(n);
-    std::memcpy(space.data(), data, n);
-    commit(n);
+std::optional<std::string_view> LineParser::finish(std::string_view line) {
+    if (!line.empty() && line.back() == '\r') {
+        line.remove_suffix(1);
+    }
+    if (line.size() > max_line_) {
+        too_long_ = true;
+        return std::nullopt;
+    }
+    return line;
 }
 
 std::optional<std::string_view> LineParser::next() {
     if (too_long_) {
         return std::nullopt;
     }
-    const char* base = buf_.data();
-    const void* nl = std::memchr(base + scan_, '\n', end_ - scan_);
-    if (nl == nullptr) {
-        scan_ = end_;
-        // An unfinished line may still need a '\r' and the '\n' after max_line bytes.
-        if (end_ - start_ > max_line_ + 1) {
-            too_long_ = true;
+    // First, complete lines already in our own storage (saved by keep_rest()).
+    if (own_start_ < own_.size()) {
+        size_t nl = own_.find('\n', own_start_);
+        if (nl != std::string::npos) {
+            std::string_view line(own_.data() + own_start_, nl - own_start_);
+            own_start_ = nl + 1;
+            return finish(line);
         }
+    }
+    compact_own();
+    const void* nl = std::memchr(data_.data(), '\n', data_.size());
+    if (nl == nullptr) {
+        // No complete line: keep the unfinished tail. It may still need a '\r' and the '\n'
+        // after max_line bytes.
+        if (own_.size() + data_.size() > max_line_ + 1) {
+            too_long_ = true;
+            data_ = {};
+            return std::nullopt;
+        }
+        own_.append(data_);
+        data_ = {};
         return std::nullopt;
     }
-    size_t stop = static_cast<size_t>(static_cast<const char*>(nl) - base);
-    size_t len = stop - start_;
-    if (len > 0 && base[stop - 1] == '\r') {
-        --len;
+    size_t len = static_cast<size_t>(static_cast<const char*>(nl) - data_.data());
+    std::string_view line;
+    if (own_.empty()) {
+        line = data_.substr(0, len);  // the common case: straight out of the caller's buffer
+    } else {
+        own_.append(data_.data(), len);  // the line began in an earlier read
+        own_start_ = own_.size();
+        line = own_;
     }
-    if (len > max_line_) {
-        too_long_ = true;
-        return std::nullopt;
-    }
-    std::string_view line(base + start_, len);
-    start_ = scan_ = stop + 1;
-    if (start_ == end_) {
-        start_ = scan_ = end_ = 0;
-    }
-    return line;
+    data_.remove_prefix(len + 1);
+    return finish(line);
 }
 
 namespace {
@@ -88,7 +98,9 @@ bool iequals(std::string_view a, std::string_view b) {
     return true;
 }
 
-Request error(std::string_view why) { return {Verb::error, why, 0}; }
+Request error(std::string_view why) {
+    return {Verb::error, why, 0};
+}
 
 }  // namespace
 

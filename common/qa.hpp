@@ -10,47 +10,46 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace iolab {
 
 // Splits a byte stream into request lines. A line ends at '\n'; one '\r' before it is dropped.
 // A line longer than max_line bytes (not counting "\r\n") makes the parser fail for good:
-// too_long() turns true and next() returns nothing more. The buffer never holds more than
-// max_line + 2 bytes of an unfinished line, plus whatever complete lines the caller has not taken.
+// too_long() turns true and next() returns nothing more.
+//
+// No copy in the common case: feed() takes a view of the bytes one read delivered (into a buffer
+// the caller owns and reuses, e.g. one per loop or an io_uring provided buffer), and next()
+// returns lines that point straight into it. Only a line that straddles two reads is copied, into
+// the parser's own storage, so an idle connection costs the parser no buffer at all.
+//
+// The rule: before the caller reuses its buffer, either take every line with next() (until it
+// returns nullopt) or call keep_rest(), which copies what is left. A view returned by next() is
+// valid until the next call to next(), feed() or keep_rest().
 class LineParser {
 public:
-    explicit LineParser(size_t max_line);
+    explicit LineParser(size_t max_line) : max_line_(max_line) {}
 
-    // Zero-copy intake: read(2) straight into write_space(), then commit() what arrived.
-    // write_space() always offers at least `min` bytes.
-    std::span<char> write_space(size_t min = 16384);
-    void commit(size_t n);
-
-    // Copying intake, for bytes that already sit in some other buffer.
-    void feed(const char* data, size_t n);
-    void feed(std::string_view s) { feed(s.data(), s.size()); }
-
-    // The next complete request, without its line ending. The view stays valid until the next
-    // write_space()/feed(). Returns nullopt when no complete line is buffered, or after too_long().
+    void feed(std::string_view data);
+    void feed(const char* data, size_t n) { feed(std::string_view(data, n)); }
     std::optional<std::string_view> next();
+    // Copies the bytes fed but not yet returned into the parser's own storage.
+    void keep_rest();
 
     bool too_long() const { return too_long_; }
     size_t max_line() const { return max_line_; }
     // Bytes received but not yet returned as requests.
-    size_t buffered() const { return end_ - start_; }
+    size_t buffered() const { return own_.size() - own_start_ + data_.size(); }
 
 private:
-    void compact();
+    std::optional<std::string_view> finish(std::string_view line);
+    void compact_own();
 
     size_t max_line_;
-    std::vector<char> buf_;
-    size_t start_ = 0;  // first byte not yet returned
-    size_t scan_ = 0;   // bytes before this in [start_, end_) hold no '\n'
-    size_t end_ = 0;    // one past the last byte received
+    std::string_view data_;  // the caller's bytes not yet parsed
+    std::string own_;        // copied bytes: an unfinished line, or what keep_rest() saved
+    size_t own_start_ = 0;   // bytes of own_ before this were already returned
     bool too_long_ = false;
 };
 

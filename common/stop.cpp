@@ -42,8 +42,12 @@ void install_stop_handlers() {
     }
 }
 
-bool stop_requested() { return g_stop.load(); }
+bool stop_requested() {
+    return g_stop.load();
+}
 
-int stop_fd() { return g_pipe[0]; }
+int stop_fd() {
+    return g_pipe[0];
+}
 
 }  // namespace iolab

@@ -40,7 +40,8 @@ void record(const char* call, int fd, long result, Clock::time_point start) {
     int n = std::snprintf(line, sizeof line, "%10lld %s fd=%d ret=%s dur_us=%lld\n", at, call, fd,
                           ret, dur);
     if (n > 0) {
-        size_t len = static_cast<size_t>(n) < sizeof line ? static_cast<size_t>(n) : sizeof line - 1;
+        size_t len =
+            static_cast<size_t>(n) < sizeof line ? static_cast<size_t>(n) : sizeof line - 1;
         ssize_t ignored = ::write(STDERR_FILENO, line, len);
         (void)ignored;
     }

@@ -25,9 +25,15 @@ extern std::atomic<uint64_t> g_calls;
 
 // Turns tracing on; the time origin is the moment of this call.
 void enable();
-inline bool enabled() { return g_enabled; }
-inline uint64_t calls() { return g_calls.load(std::memory_order_relaxed); }
-inline void count(uint64_t n = 1) { g_calls.fetch_add(n, std::memory_order_relaxed); }
+inline bool enabled() {
+    return g_enabled;
+}
+inline uint64_t calls() {
+    return g_calls.load(std::memory_order_relaxed);
+}
+inline void count(uint64_t n = 1) {
+    g_calls.fetch_add(n, std::memory_order_relaxed);
+}
 
 // Writes one trace line (a single write(2), so lines from threads do not interleave).
 // `result` is the call's value, or a negative errno.
@@ -35,18 +41,17 @@ void record(const char* call, int fd, long result, Clock::time_point start);
 
 }  // namespace iolab::trace
 
-#define TRACE_IO(name, fd, expr)                                                     \
-    ([&]() {                                                                         \
-        ::iolab::trace::count();                                                     \
-        if (!::iolab::trace::enabled()) {                                            \
-            return (expr);                                                           \
-        }                                                                            \
-        auto trace_start_ = ::iolab::trace::Clock::now();                            \
-        auto trace_ret_ = (expr);                                                    \
-        int trace_errno_ = errno;                                                    \
-        ::iolab::trace::record((name), (fd),                                         \
-                               trace_ret_ == -1 ? -trace_errno_ : (long)trace_ret_, \
-                               trace_start_);                                        \
-        errno = trace_errno_;                                                        \
-        return trace_ret_;                                                           \
+#define TRACE_IO(name, fd, expr)                                                                  \
+    ([&]() {                                                                                      \
+        ::iolab::trace::count();                                                                  \
+        if (!::iolab::trace::enabled()) {                                                         \
+            return (expr);                                                                        \
+        }                                                                                         \
+        auto trace_start_ = ::iolab::trace::Clock::now();                                         \
+        auto trace_ret_ = (expr);                                                                 \
+        int trace_errno_ = errno;                                                                 \
+        ::iolab::trace::record((name), (fd), trace_ret_ == -1 ? -trace_errno_ : (long)trace_ret_, \
+                               trace_start_);                                                     \
+        errno = trace_errno_;                                                                     \
+        return trace_ret_;                                                                        \
     }())

@@ -8,8 +8,8 @@
 namespace iolab {
 
 struct Variant {
-    std::string name;    // "05_epoll_et"
-    std::string binary;  // absolute path
+    std::string name;               // "05_epoll_et"
+    std::string binary;             // absolute path
     std::vector<std::string> args;  // fixed arguments that select the variant
     std::vector<std::string> traits;
     bool has(const std::string& trait) const;

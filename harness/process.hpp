@@ -1,0 +1,84 @@
+// Runs a server variant as a child process, exactly as a student would start it, and reads what
+// the kernel knows about it from /proc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "harness/registry.hpp"
+
+namespace iolab {
+
+using namespace std::chrono_literals;
+
+class ServerProcess {
+public:
+    enum class State { running, cannot_run, failed };
+
+    // Starts `v` with its fixed args, then `extra`, then "--port 0" unless extra names a port.
+    // Before exec the child gets default SIGPIPE handling and an empty signal mask, whatever the
+    // parent had. Waits up to `deadline` for the "listening on HOST:PORT" line.
+    // state() tells how it went: running; cannot_run (exit 77: the model is refused on this
+    // machine, reason() says why); failed (anything else, reason() says what).
+    static ServerProcess start(const Variant& v, const std::vector<std::string>& extra = {},
+                               std::chrono::milliseconds deadline = 10s);
+    // The same for any binary path (the faulty servers built for the tests).
+    static ServerProcess start_binary(const std::string& binary,
+                                      const std::vector<std::string>& args,
+                                      std::chrono::milliseconds deadline = 10s);
+
+    ServerProcess() = default;
+    ServerProcess(ServerProcess&&) noexcept;
+    ServerProcess& operator=(ServerProcess&&) noexcept;
+    ~ServerProcess();  // SIGKILL if still running
+
+    State state() const { return state_; }
+    bool running() const { return state_ == State::running; }
+    const std::string& reason() const { return reason_; }
+    pid_t pid() const { return pid_; }
+    uint16_t port() const { return port_; }
+    const std::string& host() const { return host_; }
+
+    // True while the child has not exited (reaps it if it has).
+    bool alive();
+    // SIGTERM, then wait up to `deadline`. Returns the exit code, 128+signal if a signal killed
+    // it, or -1 if it had to be SIGKILLed after the deadline.
+    int stop(std::chrono::milliseconds deadline = 3s);
+    // Sends a signal without waiting.
+    void signal(int sig);
+    // Waits for the child to exit by itself; same return values as stop().
+    int wait(std::chrono::milliseconds deadline);
+    // Everything the server wrote to stderr so far (its --trace lines, error messages).
+    std::string stderr_text() const;
+
+private:
+    pid_t pid_ = -1;
+    State state_ = State::failed;
+    std::string reason_;
+    std::string host_;
+    uint16_t port_ = 0;
+    Fd stdout_;
+    Fd stderr_;  // a memfd the child's stderr goes to
+    int exit_code_ = -2;
+};
+
+// What /proc/PID says about a process.
+struct ProcStats {
+    int threads = 0;
+    long rss_kib = 0;
+    double cpu_user_s = 0;
+    double cpu_sys_s = 0;
+    long ctx_voluntary = 0;
+    long ctx_involuntary = 0;
+    int fds = 0;
+    double cpu_s() const { return cpu_user_s + cpu_sys_s; }
+};
+std::optional<ProcStats> read_proc_stats(pid_t pid);
+
+}  // namespace iolab
