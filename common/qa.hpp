@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -33,6 +34,10 @@ public:
 
     void feed(std::string_view data);
     void feed(const char* data, size_t n) { feed(std::string_view(data, n)); }
+    // A temporary string would be gone before next() reads it: refuse to compile that.
+    template <class T>
+    requires std::same_as<T, std::string>
+    void feed(T&&) = delete;
     std::optional<std::string_view> next();
     // Copies the bytes fed but not yet returned into the parser's own storage.
     void keep_rest();

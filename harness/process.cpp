@@ -1,0 +1,331 @@
+#include "harness/process.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace iolab {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int decode_status(int status) {
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+    if (WIFSIGNALED(status)) {
+        return 128 + WTERMSIG(status);
+    }
+    return -1;
+}
+
+// Parses "listening on HOST:PORT ..." (HOST may be "[v6]").
+bool parse_listening(const std::string& line, std::string& host, uint16_t& port) {
+    const std::string prefix = "listening on ";
+    if (line.rfind(prefix, 0) != 0) {
+        return false;
+    }
+    std::string addr = line.substr(prefix.size());
+    addr = addr.substr(0, addr.find(' '));
+    size_t colon = addr.rfind(':');
+    if (colon == std::string::npos) {
+        return false;
+    }
+    host = addr.substr(0, colon);
+    if (host.size() > 1 && host.front() == '[') {
+        host = host.substr(1, host.size() - 2);
+    }
+    int p = std::atoi(addr.c_str() + colon + 1);
+    if (p <= 0 || p > 65535) {
+        return false;
+    }
+    port = static_cast<uint16_t>(p);
+    return true;
+}
+
+}  // namespace
+
+ServerProcess::ServerProcess(ServerProcess&& o) noexcept {
+    *this = std::move(o);
+}
+
+ServerProcess& ServerProcess::operator=(ServerProcess&& o) noexcept {
+    if (this != &o) {
+        if (pid_ > 0 && exit_code_ == -2) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        pid_ = std::exchange(o.pid_, -1);
+        state_ = o.state_;
+        reason_ = std::move(o.reason_);
+        host_ = std::move(o.host_);
+        port_ = o.port_;
+        stdout_ = std::move(o.stdout_);
+        stderr_ = std::move(o.stderr_);
+        exit_code_ = o.exit_code_;
+    }
+    return *this;
+}
+
+ServerProcess::~ServerProcess() {
+    if (pid_ > 0 && exit_code_ == -2) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+}
+
+ServerProcess ServerProcess::start(const Variant& v, const std::vector<std::string>& extra,
+                                   std::chrono::milliseconds deadline) {
+    std::vector<std::string> args = v.args;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return start_binary(v.binary, args, deadline);
+}
+
+ServerProcess ServerProcess::start_binary(const std::string& binary,
+                                          const std::vector<std::string>& args_in,
+                                          std::chrono::milliseconds deadline) {
+    ServerProcess p;
+    std::vector<std::string> args = args_in;
+    bool has_port = false;
+    for (const auto& a : args) {
+        has_port = has_port || a == "--port" || a.rfind("--port=", 0) == 0;
+    }
+    if (!has_port) {
+        args.push_back("--port");
+        args.push_back("0");
+    }
+
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) < 0) {
+        p.reason_ = std::string("pipe2: ") + std::strerror(errno);
+        return p;
+    }
+    int err = ::memfd_create("server-stderr", MFD_CLOEXEC);
+    if (err < 0) {
+        ::close(out[0]);
+        ::close(out[1]);
+        p.reason_ = std::string("memfd_create: ") + std::strerror(errno);
+        return p;
+    }
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(binary.c_str()));
+    for (auto& a : args) {
+        argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    argv.push_back(nullptr);
+
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        p.reason_ = std::string("fork: ") + std::strerror(errno);
+        ::close(out[0]);
+        ::close(out[1]);
+        ::close(err);
+        return p;
+    }
+    if (pid == 0) {
+        // The child starts as a student's shell would start it: default dispositions for the
+        // signals a test runner may have changed, and nothing blocked.
+        ::signal(SIGPIPE, SIG_DFL);
+        ::signal(SIGINT, SIG_DFL);
+        ::signal(SIGTERM, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::dup2(out[1], STDOUT_FILENO);
+        ::dup2(err, STDERR_FILENO);
+        int devnull = ::open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            ::dup2(devnull, STDIN_FILENO);
+        }
+        ::execv(binary.c_str(), argv.data());
+        std::fprintf(stderr, "exec %s: %s\n", binary.c_str(), std::strerror(errno));
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    p.pid_ = pid;
+    p.stdout_.reset(out[0]);
+    p.stderr_.reset(err);
+
+    // Read the listening line, with a deadline.
+    std::string line;
+    auto until = Clock::now() + deadline;
+    for (;;) {
+        size_t nl = line.find('\n');
+        if (nl != std::string::npos) {
+            line.resize(nl);
+            break;
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+        if (left.count() <= 0) {
+            p.reason_ = "no listening line within " + std::to_string(deadline.count()) + " ms";
+            p.state_ = State::failed;
+            return p;
+        }
+        pollfd pfd{p.stdout_.get(), POLLIN, 0};
+        int rc = ::poll(&pfd, 1, static_cast<int>(left.count()));
+        if (rc < 0 && errno == EINTR) {
+            continue;
+        }
+        if (rc <= 0) {
+            continue;
+        }
+        char buf[256];
+        ssize_t n = ::read(p.stdout_.get(), buf, sizeof buf);
+        if (n > 0) {
+            line.append(buf, static_cast<size_t>(n));
+            continue;
+        }
+        // EOF before the line: the server exited.
+        int code = p.wait(2s);
+        std::string text = p.stderr_text();
+        while (!text.empty() && text.back() == '\n') {
+            text.pop_back();
+        }
+        if (code == 77) {
+            p.state_ = State::cannot_run;
+            p.reason_ = text.empty() ? "exit 77 (cannot run here)" : text;
+        } else {
+            p.state_ = State::failed;
+            p.reason_ = "exited " + std::to_string(code) + " before listening: " + text;
+        }
+        return p;
+    }
+    if (!parse_listening(line, p.host_, p.port_)) {
+        p.reason_ = "unexpected first line: " + line;
+        p.state_ = State::failed;
+        return p;
+    }
+    p.state_ = State::running;
+    return p;
+}
+
+bool ServerProcess::alive() {
+    if (pid_ <= 0 || exit_code_ != -2) {
+        return false;
+    }
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+        exit_code_ = decode_status(status);
+        return false;
+    }
+    return true;
+}
+
+void ServerProcess::signal(int sig) {
+    if (pid_ > 0 && exit_code_ == -2) {
+        ::kill(pid_, sig);
+    }
+}
+
+int ServerProcess::wait(std::chrono::milliseconds deadline) {
+    if (pid_ <= 0) {
+        return -1;
+    }
+    auto until = Clock::now() + deadline;
+    while (exit_code_ == -2) {
+        int status = 0;
+        pid_t r = ::waitpid(pid_, &status, WNOHANG);
+        if (r == pid_) {
+            exit_code_ = decode_status(status);
+            break;
+        }
+        if (Clock::now() >= until) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, &status, 0);
+            exit_code_ = -3;  // reaped, but did not exit in time
+            return -1;
+        }
+        std::this_thread::sleep_for(5ms);
+    }
+    return exit_code_ == -3 ? -1 : exit_code_;
+}
+
+int ServerProcess::stop(std::chrono::milliseconds deadline) {
+    signal(SIGTERM);
+    return wait(deadline);
+}
+
+std::string ServerProcess::stderr_text() const {
+    std::string out;
+    if (!stderr_) {
+        return out;
+    }
+    char buf[65536];
+    off_t off = 0;
+    for (;;) {
+        ssize_t n = ::pread(stderr_.get(), buf, sizeof buf, off);
+        if (n <= 0) {
+            break;
+        }
+        out.append(buf, static_cast<size_t>(n));
+        off += n;
+    }
+    return out;
+}
+
+std::optional<ProcStats> read_proc_stats(pid_t pid) {
+    std::string dir = "/proc/" + std::to_string(pid);
+    std::ifstream stat(dir + "/stat");
+    std::string text;
+    if (!std::getline(stat, text)) {
+        return std::nullopt;
+    }
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    size_t close = text.rfind(')');
+    if (close == std::string::npos) {
+        return std::nullopt;
+    }
+    std::istringstream rest(text.substr(close + 2));
+    std::vector<std::string> f;
+    std::string word;
+    while (rest >> word) {
+        f.push_back(word);
+    }
+    // rest starts at field 3 (state); utime is field 14, stime 15, num_threads 20, rss 24.
+    auto field = [&](int n) -> long long {
+        size_t i = static_cast<size_t>(n - 3);
+        return i < f.size() ? std::atoll(f[i].c_str()) : 0;
+    };
+    ProcStats s;
+    double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    s.cpu_user_s = static_cast<double>(field(14)) / tick;
+    s.cpu_sys_s = static_cast<double>(field(15)) / tick;
+    s.threads = static_cast<int>(field(20));
+    s.rss_kib = field(24) * ::sysconf(_SC_PAGESIZE) / 1024;
+
+    std::ifstream status(dir + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
+            s.ctx_voluntary = std::atol(line.c_str() + 24);
+        } else if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+            s.ctx_involuntary = std::atol(line.c_str() + 27);
+        } else if (line.rfind("VmRSS:", 0) == 0) {
+            s.rss_kib = std::atol(line.c_str() + 6);
+        }
+    }
+    std::string fd_dir = dir + "/fd";
+    if (auto* d = ::opendir(fd_dir.c_str())) {
+        while (auto* e = ::readdir(d)) {
+            if (e->d_name[0] != '.') {
+                ++s.fds;
+            }
+        }
+        ::closedir(d);
+    }
+    return s;
+}
+
+}  // namespace iolab

@@ -1,0 +1,56 @@
+// The conformance scenarios: what every server variant must do, written once and run against
+// every variant in the registry (tests/conformance_test.cpp) and against the deliberately faulty
+// servers (tests/faulty_test.cpp), which each scenario meant to catch a fault must catch.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "harness/clients.hpp"
+#include "harness/process.hpp"
+#include "harness/registry.hpp"
+
+namespace iolab {
+
+// A server under test: how to start it (extra arguments appended), and what it declares.
+struct Target {
+    std::string name;
+    std::function<ServerProcess(const std::vector<std::string>&)> start;
+    bool serial = false;  // serves one client at a time (01): checked as documented instead
+};
+
+Target target_for(const Variant& v);
+
+// The result of a scenario: pass, fail (with why), or skipped (the server exited 77).
+struct Outcome {
+    enum class Kind { pass, fail, skip } kind = Kind::pass;
+    std::string why;
+    bool passed() const { return kind == Kind::pass; }
+    bool failed() const { return kind == Kind::fail; }
+};
+
+using Scenario = Outcome (*)(const Target&);
+
+Outcome qa_basics(const Target& t);
+Outcome pipelined_2000(const Target& t);
+Outcome one_byte_at_a_time(const Target& t);
+Outcome echo_8bit_clean(const Target& t);
+Outcome garbage_gets_err(const Target& t);
+Outcome over_long_line(const Target& t);
+Outcome concurrent_200(const Target& t);
+Outcome second_client_waits_or_not(const Target& t);
+Outcome resets_and_vanishing_clients(const Target& t);
+Outcome never_reading_client(const Target& t);
+Outcome max_conns(const Target& t);
+Outcome idle_timeout(const Target& t);
+Outcome sigterm_exits_zero(const Target& t);
+Outcome echo_mode_8mib(const Target& t);
+
+struct NamedScenario {
+    const char* name;
+    Scenario run;
+};
+const std::vector<NamedScenario>& all_scenarios();
+
+}  // namespace iolab
