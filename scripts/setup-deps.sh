@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages iolab needs, if any are missing, and says which.
+# Used by scripts/compare.sh and scripts/test.sh; safe to run again (it installs nothing twice).
+set -euo pipefail
+
+packages=(g++ cmake make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev libasio-dev
+          libboost-dev netcat-openbsd)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all packages present (${packages[*]})"
+    exit 0
+fi
+
+echo "setup: installing missing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+else
+    echo "setup: not root and no sudo: install as root: apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
