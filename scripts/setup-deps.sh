@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev libasio-dev
-          libboost-dev netcat-openbsd)
+          libboost-dev netcat-openbsd clang-format git)
 
 missing=()
 for p in "${packages[@]}"; do
