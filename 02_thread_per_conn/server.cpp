@@ -1,0 +1,282 @@
+// 02_thread_per_conn: one blocking thread per client.
+//
+// The model: the main thread does nothing but accept(2). Each connection it accepts gets a new
+// thread of its own, and that thread serves its client exactly the way 01_blocking does: blocking
+// recv(2), blocking send(2). A thread that waits for its client (phase 1) or copies its data
+// (phase 2) blocks only itself; the scheduler runs the others meanwhile. `WORK 5000` on one
+// connection now stalls that connection alone.
+//
+// What the kernel gives: every thread has its own stack (8 MiB of address space by default,
+// `ulimit -s`, of which only the touched pages are real memory), its own entry in the scheduler,
+// and a context switch every time it blocks or wakes. A thousand idle clients are a thousand
+// sleeping threads. That is the cost this model pays for its simple code, and the reason the
+// readiness models (04, 05) exist.
+//
+// Limits: --max-threads (default 1000). A client over it, or one whose thread cannot be created
+// (std::thread throws when the kernel refuses clone(2): RLIMIT_NPROC, memory, threads-max), gets
+// "ERR server busy" and is closed; the server carries on. --max-conns holds too ("ERR server
+// full"). A silent client keeps its thread forever unless --idle-timeout is set (SO_RCVTIMEO).
+//
+// Stopping: SIGINT and SIGTERM are blocked in every connection thread, so the kernel delivers them
+// to the main thread, whose accept(2) returns EINTR. Main then shutdown(2)s every live connection,
+// which makes each blocked recv return 0 at once, and waits for the threads to finish.
+//
+// Run it:    ./build/bin/02_thread_per_conn_server          (listens on 127.0.0.1:9002)
+// Talk:      nc 127.0.0.1 9002  from two terminals; WORK 5000 in one, PING in the other
+// Watch:     ps -L -p $(pgrep -f 02_thread_per_conn_server)   one line per thread (LWP)
+//            strace -f -e trace=network ./build/bin/02_thread_per_conn_server
+//            grep ctxt /proc/$(pgrep -f 02_thread_per_conn_server)/status  (context switches)
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <unordered_set>
+
+#include "common/net.hpp"
+#include "common/options.hpp"
+#include "common/qa.hpp"
+#include "common/stop.hpp"
+#include "common/trace.hpp"
+
+using namespace iolab;
+
+namespace {
+
+// How long an over-long line's sender gets to read our ERR line before we close.
+constexpr int kDrainMs = 1000;
+// How long main waits for the connection threads after a stop signal.
+constexpr auto kStopWait = std::chrono::milliseconds(2500);
+
+struct Conn {
+    Fd fd;
+    LineParser in;
+    std::string out;  // replies to one batch of requests, sent with one write_all
+};
+
+// The connections that have a thread, so that main can shut them all down on SIGTERM. An fd is
+// in `fds` exactly while it is open: a thread erases its fd before closing it, so main never shuts
+// down a number the kernel has already handed to a newer connection.
+struct Live {
+    std::mutex mu;
+    std::condition_variable all_done;
+    std::unordered_set<int> fds;
+    int threads = 0;
+};
+
+struct Server {
+    Server(const ServerOptions& o, int max) : opt(o), max_threads(max) {}
+    const ServerOptions& opt;
+    int max_threads;
+    ServerStats stats{"02_thread_per_conn"};
+    Live live;
+};
+
+bool flush(Conn& c) {
+    int rc = write_all(c.fd.get(), c.out);
+    c.out.clear();
+    return rc == 0;
+}
+
+enum class Ending { close, drain };
+
+// Question-answer mode, the same loop as 01: read, answer every complete line, repeat.
+Ending serve_qa(Conn& c, Server& s) {
+    char buf[16384];
+    for (;;) {
+        // Only this thread sleeps here. The kernel wakes it when this client's bytes arrive.
+        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
+        if (n == 0) {
+            return Ending::close;  // the client closed its side, or main shut us down
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // SO_RCVTIMEO expired
+                c.out += kIdleTimeout;
+                flush(c);
+            }
+            return Ending::close;
+        }
+        c.in.feed(buf, static_cast<size_t>(n));
+        while (auto line = c.in.next()) {
+            Request req = parse_request(*line);
+            if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
+                return Ending::close;  // stopping
+            }
+            append_reply(c.out, req, s.stats);
+            s.stats.requests.fetch_add(1, std::memory_order_relaxed);
+            if (req.verb == Verb::quit) {
+                flush(c);
+                return Ending::close;
+            }
+        }
+        if (c.in.too_long()) {
+            c.out += too_long_reply(s.opt.max_line);
+            flush(c);
+            return Ending::drain;
+        }
+        if (!flush(c)) {
+            return Ending::close;
+        }
+    }
+}
+
+// Echo mode: every byte back; EOF means the client has shut down its write side.
+Ending serve_echo(Conn& c) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return Ending::close;
+        }
+        if (write_all(c.fd.get(), buf, static_cast<size_t>(n)) != 0) {
+            return Ending::close;
+        }
+    }
+}
+
+// The body of every connection thread. It receives a plain descriptor, not an Fd, so that if
+// std::thread cannot start, the descriptor is still main's to answer and close.
+void connection_thread(int conn_fd, Server& s) {
+    Conn c{Fd(conn_fd), LineParser(s.opt.max_line), {}};
+    if (s.opt.idle_timeout > 0) {
+        set_io_timeouts(c.fd.get(), s.opt.idle_timeout);
+    }
+    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s) : serve_echo(c);
+    {
+        std::lock_guard lock(s.live.mu);
+        s.live.fds.erase(c.fd.get());
+    }
+    if (ending == Ending::drain) {
+        shutdown_and_drain(c.fd, kDrainMs);  // lets the client read the ERR line, then closes
+    }
+    c.fd.reset();
+    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+    std::lock_guard lock(s.live.mu);
+    --s.live.threads;
+    s.live.all_done.notify_all();
+}
+
+// Tells a client why it is turned away and closes it. The socket is fresh, so the short line
+// fits in its empty send buffer and the send does not block.
+void refuse(Fd conn_fd, std::string_view why, Server& s) {
+    write_all(conn_fd.get(), why);
+    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
+}
+
+void on_accept(Fd conn_fd, Server& s) {
+    int fd = conn_fd.get();
+    if (s.stats.conns.load(std::memory_order_relaxed) >= static_cast<uint64_t>(s.opt.max_conns)) {
+        refuse(std::move(conn_fd), kServerFull, s);
+        return;
+    }
+    std::unique_lock lock(s.live.mu);
+    if (s.live.threads >= s.max_threads) {
+        lock.unlock();
+        refuse(std::move(conn_fd), kServerBusy, s);
+        return;
+    }
+    // A new thread starts with its creator's signal mask. Blocking the stop signals around
+    // std::thread's clone(2) means no connection thread can ever take SIGTERM: it lands on main.
+    sigset_t stop_signals, old_mask;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+    s.live.fds.insert(fd);
+    ++s.live.threads;
+    s.stats.conns.fetch_add(1, std::memory_order_relaxed);
+    try {
+        std::thread(connection_thread, fd, std::ref(s)).detach();
+        conn_fd.release();  // the thread owns it now
+    } catch (const std::system_error&) {
+        // EAGAIN from clone(2): out of threads or memory. The client is still ours to answer.
+        s.live.fds.erase(fd);
+        --s.live.threads;
+        s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+        lock.unlock();
+        refuse(std::move(conn_fd), kServerBusy, s);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+}
+
+// Stop accepting, wake every thread blocked on its socket, wait for them all.
+void shut_down_connections(Server& s) {
+    std::unique_lock lock(s.live.mu);
+    for (int fd : s.live.fds) {
+        // A recv blocked on this socket returns 0, a send blocked on it fails with EPIPE.
+        ::shutdown(fd, SHUT_RDWR);
+    }
+    if (!s.live.all_done.wait_for(lock, kStopWait, [&] { return s.live.threads == 0; })) {
+        // The detached threads still use `s`; leave without running any destructor.
+        std::fprintf(stderr, "02_thread_per_conn_server: %d threads did not finish; exiting\n",
+                     s.live.threads);
+        std::_Exit(0);
+    }
+}
+
+int run(const ServerOptions& opt, int max_threads) {
+    Fd listen_fd = listen_tcp(opt.host, opt.port);
+    Server s{opt, max_threads};
+    s.stats.extra = [&s] { return "max_threads=" + std::to_string(s.max_threads); };
+    announce_listening(listen_fd.get(), s.stats.model, opt);
+
+    while (!stop_requested()) {
+        // Main's only job. It blocks here until a client completes the handshake.
+        int conn_fd = TRACE_IO("accept", listen_fd.get(),
+                               ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (conn_fd < 0) {
+            // EMFILE/ENFILE: the client stays in the backlog and the next accept fails the
+            // same way at once, so pause instead of spinning. EINTR: the loop condition decides.
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            continue;
+        }
+        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+        set_nodelay(conn_fd);
+        on_accept(Fd(conn_fd), s);
+    }
+    shut_down_connections(s);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"02_thread_per_conn: one blocking thread per client", "02_thread_per_conn_server"};
+    ServerOptions opt = server_defaults(2);
+    add_server_options(app, opt);
+    int max_threads = 1000;
+    app.add_option("--max-threads", max_threads,
+                   "Connection threads at once; more clients get ERR server busy")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 100000));
+    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+        return rc;
+    }
+    // A client that vanishes turns our next send into EPIPE; write_all passes MSG_NOSIGNAL, and
+    // ignoring SIGPIPE as well keeps any other write from killing the server.
+    std::signal(SIGPIPE, SIG_IGN);
+    try {
+        install_stop_handlers();
+        return run(opt, max_threads);
+    } catch (const std::exception& e) {
+        return report_setup_failure(app.get_name(), e);
+    }
+}

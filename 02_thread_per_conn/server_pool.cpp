@@ -1,0 +1,318 @@
+// 02_thread_per_conn_pool: a fixed pool of blocking worker threads fed by a bounded queue.
+//
+// The model: --threads N workers (default 4) are started once, up front. The main thread
+// accept(2)s clients and puts each connection in a queue of at most --queue entries (default 64).
+// A worker takes one connection from the queue and serves it with blocking recv(2)/send(2), like
+// 01 and like the thread-per-connection server, until that client leaves; then it takes the next.
+// No thread is created or destroyed per client, so the cost of clone(2) and of a fresh stack is
+// paid once, and the number of threads (and their stacks and context switches) stays fixed.
+//
+// The price: a worker is held for the whole life of its connection. With 4 workers, a 5th client
+// that connects at the same time waits in the queue: it is connected, its requests sit in its
+// socket's receive buffer, and nobody answers until a worker is free. Idle clients hog workers;
+// --idle-timeout (SO_RCVTIMEO on every connection) is the pool's defence against them.
+//
+// When demand exceeds the pool it shows. With the queue full, main first stops accepting, so new
+// clients wait in the kernel's listen backlog; as long as the workers keep taking connections
+// from the queue that is only a delay. If the queue has not moved for a whole second (every
+// worker stuck with a slow or idle client), each new client is accepted, told "ERR server busy"
+// and closed at once. --max-conns counts queued and served connections ("ERR server full").
+//
+// Run it:    ./build/bin/02_thread_per_conn_pool_server --threads 2 --queue 2
+// Talk:      nc 127.0.0.1 9002 in five terminals: two are served, two wait, the fifth is refused
+//            (after a second) with ERR server busy. STATS shows workers= and queued=.
+// Watch:     ps -L -p $(pgrep -f 02_thread_per_conn_pool)   always 1 + N threads
+//            strace -f -e trace=network ./build/bin/02_thread_per_conn_pool_server
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "common/net.hpp"
+#include "common/options.hpp"
+#include "common/qa.hpp"
+#include "common/stop.hpp"
+#include "common/trace.hpp"
+
+using namespace iolab;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// How long an over-long line's sender gets to read our ERR line before we close.
+constexpr int kDrainMs = 1000;
+// How long a full queue may stand still before new clients are turned away.
+constexpr auto kPatience = std::chrono::seconds(1);
+
+struct Conn {
+    Fd fd;
+    LineParser in;
+    std::string out;  // replies to one batch of requests, sent with one write_all
+};
+
+// Everything the main thread and the workers share, under one mutex.
+struct Pool {
+    std::mutex mu;
+    std::condition_variable has_work;  // main -> workers: a connection was queued, or stop
+    std::condition_variable taken;     // workers -> main: the queue has room again
+    std::deque<Fd> queue;              // accepted, waiting for a worker
+    std::unordered_set<int> serving;   // fds a worker is serving now (open while listed)
+    Clock::time_point last_take;       // when a worker last took a connection from the queue
+    Clock::time_point full_since;      // when the queue last became full
+    bool stopping = false;
+};
+
+struct Server {
+    Server(const ServerOptions& o, int n, size_t cap) : opt(o), workers(n), queue_cap(cap) {}
+    const ServerOptions& opt;
+    int workers;
+    size_t queue_cap;
+    ServerStats stats{"02_thread_per_conn_pool"};
+    Pool pool;
+};
+
+bool flush(Conn& c) {
+    int rc = write_all(c.fd.get(), c.out);
+    c.out.clear();
+    return rc == 0;
+}
+
+enum class Ending { close, drain };
+
+// Question-answer mode, the same loop as 01: read, answer every complete line, repeat.
+Ending serve_qa(Conn& c, Server& s) {
+    char buf[16384];
+    for (;;) {
+        // This worker sleeps here, and while it does it serves nobody else.
+        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
+        if (n == 0) {
+            return Ending::close;  // the client closed its side, or main shut us down
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // SO_RCVTIMEO expired
+                c.out += kIdleTimeout;
+                flush(c);
+            }
+            return Ending::close;
+        }
+        c.in.feed(buf, static_cast<size_t>(n));
+        while (auto line = c.in.next()) {
+            Request req = parse_request(*line);
+            if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
+                return Ending::close;  // stopping
+            }
+            append_reply(c.out, req, s.stats);
+            s.stats.requests.fetch_add(1, std::memory_order_relaxed);
+            if (req.verb == Verb::quit) {
+                flush(c);
+                return Ending::close;
+            }
+        }
+        if (c.in.too_long()) {
+            c.out += too_long_reply(s.opt.max_line);
+            flush(c);
+            return Ending::drain;
+        }
+        if (!flush(c)) {
+            return Ending::close;
+        }
+    }
+}
+
+// Echo mode: every byte back; EOF means the client has shut down its write side.
+Ending serve_echo(Conn& c) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return Ending::close;
+        }
+        if (write_all(c.fd.get(), buf, static_cast<size_t>(n)) != 0) {
+            return Ending::close;
+        }
+    }
+}
+
+void serve(Fd conn_fd, Server& s) {
+    Conn c{std::move(conn_fd), LineParser(s.opt.max_line), {}};
+    if (s.opt.idle_timeout > 0) {
+        set_io_timeouts(c.fd.get(), s.opt.idle_timeout);
+    }
+    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s) : serve_echo(c);
+    {
+        std::lock_guard lock(s.pool.mu);
+        s.pool.serving.erase(c.fd.get());
+    }
+    if (ending == Ending::drain) {
+        shutdown_and_drain(c.fd, kDrainMs);  // lets the client read the ERR line, then closes
+    }
+    c.fd.reset();
+    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// A worker: take a connection, serve it to the end, take the next.
+void worker(Server& s) {
+    for (;;) {
+        Fd conn_fd;
+        {
+            std::unique_lock lock(s.pool.mu);
+            s.pool.has_work.wait(lock, [&] { return !s.pool.queue.empty() || s.pool.stopping; });
+            if (s.pool.stopping) {
+                return;
+            }
+            conn_fd = std::move(s.pool.queue.front());
+            s.pool.queue.pop_front();
+            s.pool.serving.insert(conn_fd.get());
+            s.pool.last_take = Clock::now();
+        }
+        s.pool.taken.notify_one();
+        serve(std::move(conn_fd), s);
+    }
+}
+
+// With the queue full, leave new clients in the kernel's listen backlog, but only while the
+// workers keep taking connections: a queue that stood still for kPatience is reported as busy.
+void wait_for_room(Server& s) {
+    std::unique_lock lock(s.pool.mu);
+    auto give_up = std::max(s.pool.last_take, s.pool.full_since) + kPatience;
+    while (s.pool.queue.size() >= s.queue_cap && !stop_requested() && Clock::now() < give_up) {
+        s.pool.taken.wait_for(lock, std::chrono::milliseconds(50));
+    }
+}
+
+// Tells a client why it is turned away and closes it. The socket is fresh, so the short line
+// fits in its empty send buffer and the send does not block.
+void refuse(Fd conn_fd, std::string_view why, Server& s) {
+    write_all(conn_fd.get(), why);
+    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
+}
+
+void on_accept(Fd conn_fd, Server& s) {
+    if (s.stats.conns.load(std::memory_order_relaxed) >= static_cast<uint64_t>(s.opt.max_conns)) {
+        refuse(std::move(conn_fd), kServerFull, s);
+        return;
+    }
+    std::unique_lock lock(s.pool.mu);
+    if (s.pool.queue.size() >= s.queue_cap) {
+        lock.unlock();
+        refuse(std::move(conn_fd), kServerBusy, s);
+        return;
+    }
+    s.pool.queue.push_back(std::move(conn_fd));
+    if (s.pool.queue.size() == s.queue_cap) {
+        s.pool.full_since = Clock::now();
+    }
+    s.stats.conns.fetch_add(1, std::memory_order_relaxed);
+    lock.unlock();
+    s.pool.has_work.notify_one();
+}
+
+// Stop accepting, close what waits in the queue, wake every worker blocked on its socket.
+void shut_down_pool(Server& s, std::vector<std::thread>& workers) {
+    {
+        std::lock_guard lock(s.pool.mu);
+        s.pool.stopping = true;
+        for (int fd : s.pool.serving) {
+            // A recv blocked on this socket returns 0, a send blocked on it fails with EPIPE.
+            ::shutdown(fd, SHUT_RDWR);
+        }
+        s.stats.conns.fetch_sub(s.pool.queue.size(), std::memory_order_relaxed);
+        s.pool.queue.clear();
+    }
+    s.pool.has_work.notify_all();
+    for (auto& t : workers) {
+        t.join();
+    }
+}
+
+int run(const ServerOptions& opt, int threads, size_t queue_cap) {
+    Fd listen_fd = listen_tcp(opt.host, opt.port);
+    Server s{opt, threads, queue_cap};
+    s.stats.extra = [&s] {
+        std::lock_guard lock(s.pool.mu);
+        return "workers=" + std::to_string(s.workers) +
+               " queued=" + std::to_string(s.pool.queue.size());
+    };
+
+    // Workers start with the stop signals blocked (a thread inherits its creator's mask), so
+    // SIGTERM is always delivered to main, whose accept(2) it interrupts.
+    sigset_t stop_signals, old_mask;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+    std::vector<std::thread> workers;
+    for (int i = 0; i < threads; ++i) {
+        workers.emplace_back(worker, std::ref(s));
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    announce_listening(listen_fd.get(), s.stats.model, opt);
+
+    while (!stop_requested()) {
+        wait_for_room(s);
+        int conn_fd = TRACE_IO("accept", listen_fd.get(),
+                               ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (conn_fd < 0) {
+            // EMFILE/ENFILE: the client stays in the backlog and the next accept fails the
+            // same way at once, so pause instead of spinning. EINTR: the loop condition decides.
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            continue;
+        }
+        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+        set_nodelay(conn_fd);
+        on_accept(Fd(conn_fd), s);
+    }
+    shut_down_pool(s, workers);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"02_thread_per_conn_pool: a fixed pool of blocking workers fed by a bounded queue",
+                 "02_thread_per_conn_pool_server"};
+    ServerOptions opt = server_defaults(2);
+    add_server_options(app, opt);
+    int threads = 4;
+    size_t queue_cap = 64;
+    app.add_option("--threads", threads, "Worker threads; each serves one connection at a time")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 10000));
+    app.add_option("--queue", queue_cap,
+                   "Accepted connections waiting for a worker; when full, ERR server busy")
+        ->capture_default_str()
+        ->check(CLI::Range(size_t{1}, size_t{1000000}));
+    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+        return rc;
+    }
+    // A client that vanishes turns our next send into EPIPE; write_all passes MSG_NOSIGNAL, and
+    // ignoring SIGPIPE as well keeps any other write from killing the server.
+    std::signal(SIGPIPE, SIG_IGN);
+    try {
+        install_stop_handlers();
+        return run(opt, threads, queue_cap);
+    } catch (const std::exception& e) {
+        return report_setup_failure(app.get_name(), e);
+    }
+}
