@@ -1,0 +1,167 @@
+// The load generator behind iolab compare, bench, scale and demo: one thread, one epoll set,
+// every connection non-blocking, so that a single core can keep hundreds of thousands of
+// requests per second in flight and the server, not the client, is what gets measured.
+//
+// Two load shapes:
+//   closed loop: each connection sends a request, waits for the whole reply, sends the next (the
+//                peak a server can sustain with N clients);
+//   open loop:   requests are due at a constant rate on a fixed schedule whatever the server does,
+//                and latency runs from when a request was DUE, not from when it could be sent.
+//                A server that stalls for 200 ms is charged 200 ms for every request that fell
+//                due during the stall (no coordinated omission).
+// Every reply is checked byte for byte against what the request asked for; a mismatch, a reset
+// or a close ends that connection and counts as an error, and a request still unanswered when
+// the run ends counts as a timeout (also an error).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "common/options.hpp"
+#include "harness/report.hpp"
+
+namespace iolab {
+
+// Monotonic time in nanoseconds (CLOCK_MONOTONIC, the clock every latency is taken on).
+int64_t now_ns();
+// CPU time (user + system) the calling thread has used, in seconds.
+double thread_cpu_s();
+
+// The open-loop schedule: request k (0, 1, 2, ...) is due at start + k / rate.
+class OpenLoopSchedule {
+public:
+    OpenLoopSchedule() = default;
+    OpenLoopSchedule(double rate, int64_t start_ns) : rate_(rate), start_(start_ns) {}
+    int64_t due(uint64_t k) const {
+        return start_ + static_cast<int64_t>(static_cast<double>(k) * 1e9 / rate_);
+    }
+    // How many requests are due at or before t (the k with due(k) <= t).
+    uint64_t due_by(int64_t t) const;
+    double rate() const { return rate_; }
+
+private:
+    double rate_ = 1;
+    int64_t start_ = 0;
+};
+
+// Compares a byte stream with the bytes expected, reply by reply, as the bytes arrive in pieces.
+class ReplyChecker {
+public:
+    // The next reply expected on this connection, after those already expected.
+    void expect(std::string_view reply);
+    // Checks `data` (the next bytes received). Returns the number of replies completed by it, or
+    // -1 at the first byte that differs from what was expected, or that nobody asked for; why()
+    // says which byte, what was expected and what came.
+    long feed(std::string_view data);
+    size_t pending() const { return ends_.size(); }
+    const std::string& why() const { return why_; }
+    void clear();
+
+private:
+    std::string expected_;     // expected bytes not yet received
+    size_t pos_ = 0;           // bytes of expected_ already received and matched
+    std::deque<size_t> ends_;  // end offset in expected_ of each pending reply
+    uint64_t offset_ = 0;      // bytes matched since the start, for messages
+    std::string why_;
+};
+
+// The request a load connection sends and the reply it must get, for request number `seq` of
+// connection `conn`. QA mode: "ECHO <payload bytes>\n" -> "<payload bytes>\n" (payload 0: PING
+// -> PONG). Echo mode: payload bytes (at least 1, the last one '\n') come back unchanged. The
+// bytes differ from request to request, so a reply delivered twice, lost or out of order shows.
+void make_request(Mode mode, size_t payload, uint64_t conn, uint64_t seq, std::string& request,
+                  std::string& reply);
+
+struct LoadSpec {
+    Mode mode = Mode::qa;
+    size_t payload = 64;
+    int pipeline = 1;            // closed loop: requests in flight per connection
+    int max_outstanding = 1000;  // open loop: a connection further behind skips requests
+    int max_connecting = 256;    // connects in flight at once (spares the listen backlog)
+};
+
+struct TargetStats {
+    uint64_t sent = 0;
+    uint64_t completed = 0;  // replies checked (not counting WORK connections)
+    uint64_t work_completed = 0;
+    uint64_t errors = 0;    // connections lost (mismatch, reset, close) + timeouts
+    uint64_t timeouts = 0;  // requests unanswered at finish()
+    uint64_t skipped = 0;  // open loop: requests not sent because the connection was too far behind
+    Histogram latency;
+    std::string first_error;
+};
+
+class LoadGen {
+public:
+    explicit LoadGen(LoadSpec spec);
+    ~LoadGen();
+    LoadGen(const LoadGen&) = delete;
+    LoadGen& operator=(const LoadGen&) = delete;
+
+    // Adds `conns` connections to host:port (an IPv4 or IPv6 literal). rate > 0: open loop at
+    // `rate` requests/s spread over them; rate == 0: closed loop. `work_conns` more connections
+    // send "WORK work_ms" in a closed loop instead (iolab demo --stall); they are not in the
+    // latency figures. Returns the target's index.
+    size_t add_target(const std::string& host, uint16_t port, int conns, double rate,
+                      int work_conns = 0, int work_ms = 0);
+
+    // Opens every connection (non-blocking connects, max_connecting in flight) and waits until
+    // each has connected or failed, or the deadline passed. Returns how many are connected.
+    int connect(std::chrono::milliseconds deadline);
+    // Each target's connections that are connected and alive now.
+    int open_conns(size_t target) const;
+    // Requests sent and not yet answered, on the target's live connections.
+    uint64_t outstanding(size_t target) const;
+
+    // Sends one request on every open connection (before start()) and waits up to `deadline`
+    // for the replies, so that the server has set up whatever it keeps per connection. Returns
+    // how many were answered.
+    uint64_t ping_all(std::chrono::milliseconds deadline);
+
+    // Starts sending: closed-loop connections send their first requests and the open-loop
+    // schedules start now.
+    void start();
+    // Runs the event loop until `until_ns` (now_ns() time) or until keep_going() says false
+    // (asked at least every 100 ms).
+    void run_until(int64_t until_ns, const std::function<bool()>& keep_going = {});
+    // Stops sending and waits up to `grace` for the replies in flight; those still missing are
+    // counted as timeouts (errors).
+    void finish(std::chrono::milliseconds grace);
+    // Closes every connection.
+    void close_all();
+
+    TargetStats& stats(size_t target);
+    // Zeroes every counter and histogram (end of warm-up, or each second in iolab demo).
+    void reset_stats();
+
+private:
+    struct Conn;
+    struct Target;
+    void on_event(Conn& c, uint32_t events);
+    void on_connected(Conn& c);
+    void on_readable(Conn& c);
+    void issue(Conn& c, int64_t due);
+    void flush(Conn& c);
+    void fail(Conn& c, const std::string& why);
+    void start_connects();
+    void issue_due(int64_t now);
+    int64_t next_due() const;
+
+    LoadSpec spec_;
+    Fd epfd_;
+    std::vector<Target> targets_;
+    std::vector<Conn> conns_;
+    size_t next_connect_ = 0;  // connections not yet started: conns_[next_connect_..]
+    int connecting_ = 0;
+    bool sending_ = false;
+    std::vector<char> buf_;
+    std::string req_, rep_;  // scratch for make_request
+};
+
+}  // namespace iolab

@@ -1,0 +1,43 @@
+// More of what the kernel knows about a server process, beyond read_proc_stats(): CPU time to the
+// nanosecond for the whole process, context switches summed over every thread, and CPU pinning.
+#pragma once
+
+#include <sched.h>
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace iolab {
+
+// User + system CPU time of every thread of `pid`, dead threads included, in seconds, from the
+// process's CPU-time clock (clock_getcpuclockid). /proc/PID/stat counts in 10 ms ticks, too coarse
+// for a one-second measurement. Negative if the process is gone.
+double process_cpu_s(pid_t pid);
+
+// Voluntary and involuntary context switches summed over the live threads of `pid`
+// (/proc/PID/status counts the main thread only).
+struct CtxSwitches {
+    long voluntary = 0;
+    long involuntary = 0;
+};
+CtxSwitches process_ctx_switches(pid_t pid);
+
+// Where the server and the load generator run. With two or more CPUs allowed, the load generator
+// takes the last one and the server the others, so that they never compete for a core.
+struct Pinning {
+    bool enabled = false;
+    cpu_set_t server{};
+    cpu_set_t load{};
+    std::string text;  // "server on CPU 0, load generator on CPU 1"
+};
+Pinning plan_pinning();
+// Pins the calling thread (and what it forks from now on) to the server's or the load's CPUs.
+void pin_to_server(const Pinning& p);
+void pin_to_load(const Pinning& p);
+
+// Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it). Returns the
+// new soft limit.
+long raise_fd_limit();
+
+}  // namespace iolab

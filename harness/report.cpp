@@ -1,0 +1,633 @@
+#include "harness/report.hpp"
+
+#include <linux/io_uring.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <system_error>
+
+namespace iolab {
+
+// ---------------------------------------------------------------------------------------------
+// Histogram
+
+namespace {
+constexpr size_t kExact = 128;  // values below this have a bucket each
+constexpr size_t kSub = 64;     // buckets per power of two above it
+constexpr size_t kBuckets = kExact + (64 - 7) * kSub;
+}  // namespace
+
+Histogram::Histogram() : counts_(kBuckets, 0) {}
+
+size_t Histogram::bucket_of(uint64_t v) {
+    if (v < kExact) {
+        return static_cast<size_t>(v);
+    }
+    int m = 63 - __builtin_clzll(v);  // 2^m <= v < 2^(m+1), m >= 7
+    uint64_t top = v >> (m - 6);      // the 7 leading bits: 64..127
+    return kExact + static_cast<size_t>(m - 7) * kSub + static_cast<size_t>(top - 64);
+}
+
+uint64_t Histogram::bucket_upper(size_t i) {
+    if (i < kExact) {
+        return i;
+    }
+    size_t j = i - kExact;
+    int m = static_cast<int>(j / kSub) + 7;
+    uint64_t top = j % kSub + 64;
+    return ((top + 1) << (m - 6)) - 1;
+}
+
+void Histogram::record(uint64_t ns) {
+    counts_[bucket_of(ns)]++;
+    if (count_ == 0 || ns < min_) {
+        min_ = ns;
+    }
+    max_ = std::max(max_, ns);
+    sum_ += static_cast<double>(ns);
+    ++count_;
+}
+
+void Histogram::merge(const Histogram& o) {
+    if (o.count_ == 0) {
+        return;
+    }
+    for (size_t i = 0; i < kBuckets; ++i) {
+        counts_[i] += o.counts_[i];
+    }
+    min_ = count_ == 0 ? o.min_ : std::min(min_, o.min_);
+    max_ = std::max(max_, o.max_);
+    sum_ += o.sum_;
+    count_ += o.count_;
+}
+
+void Histogram::clear() {
+    std::fill(counts_.begin(), counts_.end(), 0);
+    count_ = min_ = max_ = 0;
+    sum_ = 0;
+}
+
+uint64_t Histogram::percentile(double q) const {
+    if (count_ == 0) {
+        return 0;
+    }
+    q = std::clamp(q, 0.0, 1.0);
+    uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_)));
+    rank = std::clamp<uint64_t>(rank, 1, count_);
+    uint64_t seen = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+        seen += counts_[i];
+        if (seen >= rank) {
+            return std::clamp(bucket_upper(i), min_, max_);
+        }
+    }
+    return max_;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Histogram::buckets() const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (size_t i = 0; i < kBuckets; ++i) {
+        if (counts_[i] != 0) {
+            out.emplace_back(bucket_upper(i), counts_[i]);
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine
+
+namespace {
+
+std::string io_uring_status() {
+    std::ifstream disabled("/proc/sys/kernel/io_uring_disabled");
+    int value = 0;
+    if (disabled >> value && value == 2) {
+        return "disabled (kernel.io_uring_disabled=2)";
+    }
+    io_uring_params p;
+    std::memset(&p, 0, sizeof p);
+    long fd = ::syscall(__NR_io_uring_setup, 4, &p);
+    if (fd < 0) {
+        return std::string("refused: io_uring_setup: ") + std::strerror(errno);
+    }
+    ::close(static_cast<int>(fd));
+    return "available";
+}
+
+}  // namespace
+
+RunInfo describe_machine() {
+    RunInfo info;
+    utsname u;
+    if (::uname(&u) == 0) {
+        info.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
+    }
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+        if (line.rfind("model name", 0) == 0) {
+            size_t colon = line.find(':');
+            info.cpu_model = colon == std::string::npos ? line : line.substr(colon + 2);
+            break;
+        }
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+        info.cores = CPU_COUNT(&set);
+    }
+    info.io_uring = io_uring_status();
+    std::time_t now = std::time(nullptr);
+    std::tm tm;
+    ::gmtime_r(&now, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    info.started_at = text;
+    return info;
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON, CSV, table
+
+std::string json_escape(const std::string& s) {
+    std::string out;
+    for (unsigned char ch : s) {
+        switch (ch) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (ch < 0x20) {
+                    char esc[8];
+                    std::snprintf(esc, sizeof esc, "\\u%04x", ch);
+                    out += esc;
+                } else {
+                    out += static_cast<char>(ch);
+                }
+        }
+    }
+    return out;
+}
+
+std::string xml_escape(const std::string& s) {
+    std::string out;
+    for (char ch : s) {
+        switch (ch) {
+            case '&':
+                out += "&amp;";
+                break;
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '"':
+                out += "&quot;";
+                break;
+            default:
+                out += ch;
+        }
+    }
+    return out;
+}
+
+namespace {
+
+std::string num(double v, int decimals = 1) {
+    if (v < 0 || !std::isfinite(v)) {
+        return "null";
+    }
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", decimals, v);
+    return text;
+}
+
+std::string str(const std::string& s) {
+    return "\"" + json_escape(s) + "\"";
+}
+
+}  // namespace
+
+std::string results_json(const RunInfo& info, const std::vector<PointResult>& rows,
+                         const std::vector<Skipped>& skipped) {
+    std::ostringstream o;
+    o << "{\n  \"run\": {\n";
+    o << "    \"command\": " << str(info.command) << ",\n";
+    o << "    \"started_at\": " << str(info.started_at) << ",\n";
+    o << "    \"kernel\": " << str(info.kernel) << ",\n";
+    o << "    \"cpu_model\": " << str(info.cpu_model) << ",\n";
+    o << "    \"cores\": " << info.cores << ",\n";
+    o << "    \"io_uring\": " << str(info.io_uring) << ",\n";
+    o << "    \"pinning\": " << str(info.pinning) << ",\n";
+    o << "    \"load\": " << str(info.load) << "\n  },\n";
+    o << "  \"results\": [";
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const PointResult& r = rows[i];
+        o << (i ? ",\n" : "\n") << "    {";
+        o << "\"variant\": " << str(r.variant);
+        o << ", \"conns\": " << r.conns;
+        o << ", \"payload\": " << r.payload;
+        o << ", \"mode\": " << str(r.mode);
+        o << ", \"rate\": " << num(r.rate, 0);
+        o << ", \"duration_s\": " << num(r.duration_s, 3);
+        o << ", \"requests\": " << r.requests;
+        o << ", \"req_per_s\": " << num(r.req_per_s, 0);
+        o << ", \"p50_us\": " << num(r.p50_us);
+        o << ", \"p99_us\": " << num(r.p99_us);
+        o << ", \"p999_us\": " << num(r.p999_us);
+        o << ", \"max_us\": " << num(r.max_us);
+        o << ", \"server_cpu_us_per_req\": " << num(r.server_cpu_us_per_req, 2);
+        o << ", \"syscalls_per_req\": " << num(r.syscalls_per_req, 2);
+        o << ", \"threads\": " << r.threads;
+        o << ", \"rss_kib\": " << r.rss_kib;
+        o << ", \"rss_per_conn_kib\": " << num(r.rss_per_conn_kib, 2);
+        o << ", \"ctx_switches_voluntary\": " << r.ctx_switches_voluntary;
+        o << ", \"ctx_switches_involuntary\": " << r.ctx_switches_involuntary;
+        o << ", \"client_cpu_pct\": " << num(r.client_cpu_pct);
+        o << ", \"client_bound\": " << (r.client_bound ? "true" : "false");
+        o << ", \"errors\": " << r.errors;
+        o << ", \"conns_connected\": " << r.conns_connected;
+        o << ", \"first_error\": " << str(r.first_error) << "}";
+    }
+    o << "\n  ],\n  \"skipped\": [";
+    for (size_t i = 0; i < skipped.size(); ++i) {
+        const Skipped& s = skipped[i];
+        o << (i ? ",\n" : "\n") << "    {\"variant\": " << str(s.variant)
+          << ", \"status\": " << str(s.unavailable ? "unavailable" : "failed")
+          << ", \"reason\": " << str(s.reason) << "}";
+    }
+    o << "\n  ]\n}\n";
+    return o.str();
+}
+
+namespace {
+
+std::string csv_num(double v, int decimals) {
+    return v < 0 ? "" : num(v, decimals);
+}
+
+std::string csv_field(const std::string& s) {
+    if (s.find_first_of(",\"\n") == std::string::npos) {
+        return s;
+    }
+    std::string out = "\"";
+    for (char ch : s) {
+        out += ch == '"' ? std::string("\"\"") : std::string(1, ch == '\n' ? ' ' : ch);
+    }
+    return out + "\"";
+}
+
+}  // namespace
+
+std::string results_csv(const std::vector<PointResult>& rows) {
+    std::ostringstream o;
+    o << "variant,conns,payload,mode,rate,duration_s,requests,req_per_s,p50_us,p99_us,p999_us,"
+         "max_us,server_cpu_us_per_req,syscalls_per_req,threads,rss_kib,rss_per_conn_kib,"
+         "ctx_switches_voluntary,ctx_switches_involuntary,client_cpu_pct,client_bound,errors,"
+         "conns_connected,first_error\n";
+    for (const PointResult& r : rows) {
+        o << csv_field(r.variant) << ',' << r.conns << ',' << r.payload << ',' << r.mode << ','
+          << num(r.rate, 0) << ',' << num(r.duration_s, 3) << ',' << r.requests << ','
+          << num(r.req_per_s, 0) << ',' << csv_num(r.p50_us, 1) << ',' << csv_num(r.p99_us, 1)
+          << ',' << csv_num(r.p999_us, 1) << ',' << csv_num(r.max_us, 1) << ','
+          << csv_num(r.server_cpu_us_per_req, 2) << ',' << csv_num(r.syscalls_per_req, 2) << ','
+          << r.threads << ',' << r.rss_kib << ',' << csv_num(r.rss_per_conn_kib, 2) << ','
+          << r.ctx_switches_voluntary << ',' << r.ctx_switches_involuntary << ','
+          << num(r.client_cpu_pct, 1) << ',' << (r.client_bound ? "true" : "false") << ','
+          << r.errors << ',' << r.conns_connected << ',' << csv_field(r.first_error) << '\n';
+    }
+    return o.str();
+}
+
+namespace {
+
+// 123456 -> "123456", 12.345 -> "12.3", missing -> "-".
+std::string cell(double v, int decimals = 1) {
+    if (v < 0 || !std::isfinite(v)) {
+        return "-";
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "%.*f", v >= 1000 ? 0 : decimals, v);
+    return text;
+}
+
+}  // namespace
+
+std::string results_table(const std::vector<PointResult>& rows,
+                          const std::vector<Skipped>& skipped) {
+    std::vector<std::vector<std::string>> t;
+    t.push_back({"variant", "conns", "mode", "req/s", "p50 us", "p99 us", "p99.9 us", "cpu us/req",
+                 "sys/req", "threads", "rss KiB", "KiB/conn", "client %", "errors"});
+    for (const PointResult& r : rows) {
+        std::string client = cell(r.client_cpu_pct, 0) + (r.client_bound ? "!" : "");
+        std::string mode = r.mode == "open" ? "open@" + cell(r.rate, 0) : r.mode;
+        t.push_back({r.variant, std::to_string(r.conns), mode, cell(r.req_per_s, 0), cell(r.p50_us),
+                     cell(r.p99_us), cell(r.p999_us), cell(r.server_cpu_us_per_req, 2),
+                     cell(r.syscalls_per_req, 2), std::to_string(r.threads),
+                     std::to_string(r.rss_kib), cell(r.rss_per_conn_kib, 2), client,
+                     std::to_string(r.errors)});
+    }
+    std::vector<size_t> width(t[0].size(), 0);
+    for (const auto& row : t) {
+        for (size_t i = 0; i < row.size(); ++i) {
+            width[i] = std::max(width[i], row[i].size());
+        }
+    }
+    std::ostringstream o;
+    for (const auto& row : t) {
+        for (size_t i = 0; i < row.size(); ++i) {
+            if (i == 0 || i == 2) {  // names left-aligned, numbers right-aligned
+                o << row[i] << std::string(width[i] - row[i].size(), ' ');
+            } else {
+                o << std::string(width[i] - row[i].size(), ' ') << row[i];
+            }
+            o << (i + 1 < row.size() ? "  " : "\n");
+        }
+    }
+    bool any_bound = false;
+    for (const PointResult& r : rows) {
+        any_bound = any_bound || r.client_bound;
+    }
+    if (any_bound) {
+        o << "! the load generator was 90% busy or more at this point: the figure is the "
+             "client's limit, not the server's\n";
+    }
+    for (const Skipped& s : skipped) {
+        o << s.variant << ": " << (s.unavailable ? "unavailable here" : "FAILED") << ": "
+          << s.reason << "\n";
+    }
+    return o.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG
+
+namespace {
+
+const char* const kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+                                "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#393b79", "#ad494a"};
+constexpr size_t kColors = sizeof kPalette / sizeof kPalette[0];
+
+// A short label for an axis tick: 1500 -> "1.5k", 2000000 -> "2M", 0.25 -> "0.25".
+std::string tick_label(double v) {
+    char text[32];
+    double a = std::fabs(v);
+    if (a >= 1e6) {
+        std::snprintf(text, sizeof text, "%gM", v / 1e6);
+    } else if (a >= 1e3) {
+        std::snprintf(text, sizeof text, "%gk", v / 1e3);
+    } else {
+        std::snprintf(text, sizeof text, "%g", v);
+    }
+    return text;
+}
+
+// A "nice" step (1, 2 or 5 times a power of ten) giving about `ticks` ticks up to `max`.
+double nice_step(double max, int ticks) {
+    double raw = max / ticks;
+    double p = std::pow(10.0, std::floor(std::log10(raw)));
+    for (double m : {1.0, 2.0, 5.0, 10.0}) {
+        if (m * p >= raw) {
+            return m * p;
+        }
+    }
+    return 10 * p;
+}
+
+std::string fmt(double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f", v);
+    return text;
+}
+
+std::string dash_of(size_t i) {
+    size_t style = i / kColors;
+    if (style == 1) {
+        return " stroke-dasharray=\"6 3\"";
+    }
+    if (style >= 2) {
+        return " stroke-dasharray=\"2 3\"";
+    }
+    return "";
+}
+
+std::string header(int w, int h, const ChartSpec& spec) {
+    std::ostringstream o;
+    o << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h
+      << "\" viewBox=\"0 0 " << w << " " << h << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << "<text x=\"" << w / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">"
+      << xml_escape(spec.title) << "</text>\n";
+    if (!spec.note.empty()) {
+        o << "<text x=\"" << w / 2 << "\" y=\"42\" text-anchor=\"middle\" fill=\"#555\">"
+          << xml_escape(spec.note) << "</text>\n";
+    }
+    return o.str();
+}
+
+std::string bar_chart(const ChartSpec& spec, const std::vector<Series>& series) {
+    std::vector<std::pair<std::string, double>> bars;
+    for (const Series& s : series) {
+        if (!s.points.empty() && s.points[0].second >= 0) {
+            bars.emplace_back(s.name, s.points[0].second);
+        }
+    }
+    std::sort(bars.begin(), bars.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    const int left = 230, right = 90, top = 60, row = 22;
+    const int w = 900;
+    const int h = top + row * static_cast<int>(std::max<size_t>(bars.size(), 1)) + 50;
+    const int plot_w = w - left - right;
+    double max = 0;
+    for (const auto& b : bars) {
+        max = std::max(max, b.second);
+    }
+    if (max <= 0) {
+        max = 1;
+    }
+    double step = nice_step(max, 5);
+    double top_value = std::ceil(max / step) * step;
+    std::ostringstream o;
+    o << header(w, h, spec);
+    int axis_y = top + row * static_cast<int>(bars.size()) + 4;
+    for (double v = 0; v <= top_value + step / 2; v += step) {
+        double x = left + plot_w * v / top_value;
+        o << "<line x1=\"" << fmt(x) << "\" y1=\"" << top << "\" x2=\"" << fmt(x) << "\" y2=\""
+          << axis_y << "\" stroke=\"#ddd\"/>\n"
+          << "<text x=\"" << fmt(x) << "\" y=\"" << axis_y + 16 << "\" text-anchor=\"middle\">"
+          << tick_label(v) << "</text>\n";
+    }
+    o << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << axis_y + 36
+      << "\" text-anchor=\"middle\">" << xml_escape(spec.y_label) << "</text>\n";
+    for (size_t i = 0; i < bars.size(); ++i) {
+        int y = top + row * static_cast<int>(i);
+        double bw = plot_w * bars[i].second / top_value;
+        o << "<text x=\"" << left - 8 << "\" y=\"" << y + 15 << "\" text-anchor=\"end\">"
+          << xml_escape(bars[i].first) << "</text>\n"
+          << "<rect x=\"" << left << "\" y=\"" << y + 3 << "\" width=\"" << fmt(bw)
+          << "\" height=\"" << row - 6 << "\" fill=\"" << kPalette[i % kColors] << "\"/>\n"
+          << "<text x=\"" << fmt(left + bw + 4) << "\" y=\"" << y + 15 << "\">"
+          << tick_label(std::round(bars[i].second * 100) / 100) << "</text>\n";
+    }
+    o << "</svg>\n";
+    return o.str();
+}
+
+}  // namespace
+
+std::string svg_chart(const ChartSpec& spec, const std::vector<Series>& series) {
+    std::set<double> xs;
+    double ymax = 0, ymin = 0;
+    bool any = false;
+    for (const Series& s : series) {
+        for (auto [x, y] : s.points) {
+            if (y < 0 || (spec.log_x && x <= 0) || (spec.log_y && y <= 0)) {
+                continue;
+            }
+            xs.insert(x);
+            ymin = any ? std::min(ymin, y) : y;
+            ymax = any ? std::max(ymax, y) : y;
+            any = true;
+        }
+    }
+    if (xs.size() == 1) {
+        return bar_chart(spec, series);
+    }
+    const int w = 960, left = 80, right = 230, top = 60, bottom = 60;
+    const int h = std::max(520, top + 18 * static_cast<int>(series.size()) + bottom);
+    const int plot_w = w - left - right, plot_h = h - top - bottom;
+    double x0 = xs.empty() ? 1 : *xs.begin(), x1 = xs.empty() ? 10 : *xs.rbegin();
+    auto tx = [&](double x) {
+        if (spec.log_x) {
+            return left + plot_w * (std::log10(x) - std::log10(x0)) /
+                              std::max(1e-9, std::log10(x1) - std::log10(x0));
+        }
+        return left + plot_w * (x - x0) / std::max(1e-9, x1 - x0);
+    };
+    // y axis: 0 .. a nice maximum, or whole decades on a log scale.
+    double y0 = 0, y1 = 1, step = 1;
+    if (spec.log_y) {
+        y0 = std::pow(10, std::floor(std::log10(any ? ymin : 1)));
+        y1 = std::pow(10, std::ceil(std::log10(any ? ymax : 10)));
+        if (y1 <= y0) {
+            y1 = y0 * 10;
+        }
+    } else {
+        step = nice_step(ymax > 0 ? ymax : 1, 5);
+        y1 = std::ceil((ymax > 0 ? ymax : 1) / step) * step;
+    }
+    auto ty = [&](double y) {
+        if (spec.log_y) {
+            return top + plot_h * (1 - (std::log10(y) - std::log10(y0)) /
+                                           (std::log10(y1) - std::log10(y0)));
+        }
+        return top + plot_h * (1 - (y - y0) / (y1 - y0));
+    };
+
+    std::ostringstream o;
+    o << header(w, h, spec);
+    // Grid and y ticks.
+    std::vector<double> yticks;
+    if (spec.log_y) {
+        for (double v = y0; v <= y1 * 1.001; v *= 10) {
+            yticks.push_back(v);
+        }
+    } else {
+        for (double v = 0; v <= y1 + step / 2; v += step) {
+            yticks.push_back(v);
+        }
+    }
+    for (double v : yticks) {
+        o << "<line x1=\"" << left << "\" y1=\"" << fmt(ty(v)) << "\" x2=\"" << left + plot_w
+          << "\" y2=\"" << fmt(ty(v)) << "\" stroke=\"#ddd\"/>\n"
+          << "<text x=\"" << left - 6 << "\" y=\"" << fmt(ty(v) + 4) << "\" text-anchor=\"end\">"
+          << tick_label(v) << "</text>\n";
+    }
+    for (double x : xs) {
+        o << "<line x1=\"" << fmt(tx(x)) << "\" y1=\"" << top << "\" x2=\"" << fmt(tx(x))
+          << "\" y2=\"" << top + plot_h << "\" stroke=\"#eee\"/>\n"
+          << "<text x=\"" << fmt(tx(x)) << "\" y=\"" << top + plot_h + 16
+          << "\" text-anchor=\"middle\">" << tick_label(x) << "</text>\n";
+    }
+    o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w << "\" height=\""
+      << plot_h << "\" fill=\"none\" stroke=\"#333\"/>\n";
+    o << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << h - 16 << "\" text-anchor=\"middle\">"
+      << xml_escape(spec.x_label) << "</text>\n";
+    o << "<text transform=\"translate(18 " << top + plot_h / 2
+      << ") rotate(-90)\" text-anchor=\"middle\">" << xml_escape(spec.y_label) << "</text>\n";
+
+    for (size_t i = 0; i < series.size(); ++i) {
+        const Series& s = series[i];
+        const char* color = kPalette[i % kColors];
+        std::string path;
+        for (auto [x, y] : s.points) {
+            if (y < 0 || (spec.log_x && x <= 0) || (spec.log_y && y <= 0)) {
+                continue;
+            }
+            path += (path.empty() ? "M" : " L") + fmt(tx(x)) + " " + fmt(ty(y));
+            o << "<circle cx=\"" << fmt(tx(x)) << "\" cy=\"" << fmt(ty(y)) << "\" r=\"3\" fill=\""
+              << color << "\"><title>" << xml_escape(s.name) << " " << tick_label(x) << ": "
+              << fmt(y) << "</title></circle>\n";
+        }
+        if (!path.empty()) {
+            o << "<path d=\"" << path << "\" fill=\"none\" stroke=\"" << color
+              << "\" stroke-width=\"1.8\"" << dash_of(i) << "/>\n";
+        }
+        int ly = top + 6 + 18 * static_cast<int>(i);
+        o << "<line x1=\"" << left + plot_w + 14 << "\" y1=\"" << ly << "\" x2=\""
+          << left + plot_w + 40 << "\" y2=\"" << ly << "\" stroke=\"" << color
+          << "\" stroke-width=\"2\"" << dash_of(i) << "/>\n"
+          << "<text x=\"" << left + plot_w + 46 << "\" y=\"" << ly + 4 << "\">"
+          << xml_escape(s.name) << "</text>\n";
+    }
+    o << "</svg>\n";
+    return o.str();
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+    size_t slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+        std::string dir = path.substr(0, slash);
+        for (size_t i = 1; i <= dir.size(); ++i) {
+            if (i == dir.size() || dir[i] == '/') {
+                std::string part = dir.substr(0, i);
+                if (::mkdir(part.c_str(), 0755) < 0 && errno != EEXIST) {
+                    throw std::system_error(errno, std::generic_category(), "mkdir " + part);
+                }
+            }
+        }
+    }
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+        throw std::system_error(errno ? errno : EIO, std::generic_category(), "write " + path);
+    }
+}
+
+}  // namespace iolab

@@ -1,0 +1,49 @@
+// The iolab subcommands. Each returns the process's exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace iolab {
+
+struct CompareOptions {
+    std::string models;  // comma-separated names or prefixes; empty = every variant
+    std::string conns = "1,100,1000";
+    size_t payload = 64;
+    double duration = 1.0;
+    double warmup = 0.2;
+    double rate = 0;  // 0 = closed loop
+    std::string out = "results";
+};
+int run_compare(const CompareOptions& opt, const std::string& command_line);
+
+struct BenchOptions {
+    std::string variant;
+    int conns = 100;
+    size_t payload = 64;
+    double duration = 3.0;
+    double rate = 0;  // open-loop rate; 0 = half the closed-loop peak
+    std::string out = "results";
+};
+int run_bench(const BenchOptions& opt, const std::string& command_line);
+
+struct ScaleOptions {
+    std::string variant;
+    std::string conns = "100,1000,2000,5000,10000";
+    double rate = 2000;
+    double duration = 1.0;
+    std::string out = "results";
+};
+int run_scale(const ScaleOptions& opt, const std::string& command_line);
+
+struct DemoOptions {
+    std::string models;
+    int conns = 4;
+    double rate = 200;
+    bool stall = false;
+    int stall_ms = 1000;
+    double seconds = 0;  // 0 = until Ctrl-C
+};
+int run_demo(const DemoOptions& opt);
+
+}  // namespace iolab

@@ -1,0 +1,171 @@
+// iolab compare: every variant in turn, under identical load, one fresh server per variant and
+// the load points in increasing order of connections.
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include "common/stop.hpp"
+#include "iolab/commands.hpp"
+#include "iolab/lab.hpp"
+
+namespace iolab {
+
+namespace {
+
+std::vector<Series> series_of(const std::vector<PointResult>& rows,
+                              const std::function<double(const PointResult&)>& y) {
+    std::vector<Series> out;
+    std::map<std::string, size_t> index;
+    for (const PointResult& r : rows) {
+        auto [it, fresh] = index.emplace(r.variant, out.size());
+        if (fresh) {
+            out.push_back({r.variant, {}});
+        }
+        out[it->second].points.emplace_back(r.conns, y(r));
+    }
+    return out;
+}
+
+}  // namespace
+
+void write_charts(const std::string& dir, const std::string& note,
+                  const std::vector<PointResult>& rows) {
+    auto chart = [&](const std::string& file, const std::string& title, const std::string& y,
+                     bool log_y, const std::function<double(const PointResult&)>& get) {
+        ChartSpec spec{title, "concurrent connections", y, true, log_y, note};
+        write_text_file(dir + "/" + file, svg_chart(spec, series_of(rows, get)));
+    };
+    chart("req_per_s.svg", "Requests per second against connections", "requests/s", false,
+          [](const PointResult& r) { return r.req_per_s; });
+    chart("p99.svg", "p99 latency against connections", "p99 latency (us, log scale)", true,
+          [](const PointResult& r) { return r.p99_us; });
+    chart("cpu_per_req.svg", "Server CPU time per request", "server CPU (us) per request", false,
+          [](const PointResult& r) { return r.server_cpu_us_per_req; });
+    chart("rss_per_conn.svg", "Server memory (RSS) per connection",
+          "KiB of RSS per connection (log scale)", true,
+          [](const PointResult& r) { return r.rss_per_conn_kib; });
+    chart("syscalls_per_req.svg", "IO system calls per request", "syscalls per request", false,
+          [](const PointResult& r) { return r.syscalls_per_req; });
+}
+
+int run_compare(const CompareOptions& opt, const std::string& command_line) {
+    std::vector<Variant> variants = select_variants(registry(self_dir()), opt.models);
+    std::vector<int> conns = parse_int_list(opt.conns);
+    Pinning pin = plan_pinning();
+    raise_fd_limit();
+
+    RunInfo info = describe_machine();
+    info.command = command_line;
+    info.pinning = pin.text;
+    char load[256];
+    std::snprintf(load, sizeof load,
+                  "%s, QA requests ECHO with %zu bytes of text, %.1f s measured after %.1f s of "
+                  "warm-up per point, every reply checked byte for byte",
+                  opt.rate > 0
+                      ? ("open loop at " + std::to_string((long)opt.rate) + " req/s").c_str()
+                      : "closed loop",
+                  opt.payload, opt.duration, opt.warmup);
+    info.load = load;
+
+    int max_conns = conns.back();
+    size_t total = variants.size() * conns.size();
+    size_t done = 0;
+    double per_point = opt.duration + opt.warmup + 0.3;
+    int64_t started = now_ns();
+    bool tty = ::isatty(STDERR_FILENO);
+    std::fprintf(stderr, "iolab compare: %zu variants x %zu points, about %s; %s\n",
+                 variants.size(), conns.size(),
+                 format_seconds(static_cast<double>(total) * per_point).c_str(), pin.text.c_str());
+
+    std::vector<PointResult> rows;
+    std::vector<Skipped> skipped;
+    for (size_t vi = 0; vi < variants.size() && !stop_requested(); ++vi) {
+        const Variant& v = variants[vi];
+        ServerProcess server =
+            start_pinned(v, {"--max-conns", std::to_string(std::max(1000, max_conns + 16))}, pin);
+        if (!server.running()) {
+            bool unavailable = server.state() == ServerProcess::State::cannot_run;
+            skipped.push_back({v.name, unavailable, server.reason()});
+            std::fprintf(stderr, "[%zu/%zu] %s: %s: %s\n", vi + 1, variants.size(), v.name.c_str(),
+                         unavailable ? "unavailable here" : "FAILED to start",
+                         server.reason().c_str());
+            done += conns.size();
+            continue;
+        }
+        long rss_idle = 0;
+        if (auto s = read_proc_stats(server.pid())) {
+            rss_idle = s->rss_kib;
+        }
+        for (int n : conns) {
+            if (stop_requested()) {
+                break;
+            }
+            if (!server.alive()) {
+                break;
+            }
+            double elapsed = static_cast<double>(now_ns() - started) / 1e9;
+            double left =
+                done ? elapsed / static_cast<double>(done) * static_cast<double>(total - done)
+                     : static_cast<double>(total - done) * per_point;
+            char head[200];
+            std::snprintf(head, sizeof head, "[%zu/%zu] %-28s conns=%-5d", vi + 1, variants.size(),
+                          v.name.c_str(), n);
+            std::fprintf(stderr, "%s  ~%s left", head, format_seconds(left).c_str());
+            std::fflush(stderr);
+            PointSpec spec;
+            spec.conns = n;
+            spec.payload = opt.payload;
+            spec.rate = opt.rate;
+            spec.duration_s = opt.duration;
+            spec.warmup_s = opt.warmup;
+            PointResult r = measure_point(server, v.name, spec, rss_idle, [&](double f) {
+                if (tty) {
+                    std::fprintf(stderr, "\r%s  %3.0f%%  ~%s left   ", head, f * 100,
+                                 format_seconds(left - f * per_point).c_str());
+                    std::fflush(stderr);
+                }
+                return true;
+            });
+            ++done;
+            std::fprintf(stderr, "%s%s  %8.0f req/s  p99 %8.0f us  errors %llu%s\n",
+                         tty ? "\r" : "  ->  ", head, r.req_per_s, r.p99_us,
+                         (unsigned long long)r.errors, r.client_bound ? "  (client-bound)" : "");
+            rows.push_back(r);
+        }
+        bool died = !server.alive();
+        int code = server.stop(std::chrono::seconds(3));
+        if (died || code != 0) {
+            std::string why = died ? "the server died during the run"
+                                   : "SIGTERM: exit status " + std::to_string(code);
+            std::string err = server.stderr_text();
+            if (!err.empty()) {
+                why += ": " + err.substr(0, 200);
+            }
+            skipped.push_back({v.name, false, why});
+        }
+    }
+
+    write_text_file(opt.out + "/results.json", results_json(info, rows, skipped));
+    write_text_file(opt.out + "/results.csv", results_csv(rows));
+    std::string table = results_table(rows, skipped);
+    write_text_file(opt.out + "/results.txt", table);
+    std::string note = info.load.substr(0, info.load.find(',')) + ", " +
+                       std::to_string(opt.payload) + "-byte echo; " + info.cpu_model + ", " +
+                       std::to_string(info.cores) + " cores";
+    write_charts(opt.out, note, rows);
+    std::printf("%s", table.c_str());
+    std::printf(
+        "\nwrote %s/results.json, results.csv, results.txt and req_per_s.svg, p99.svg, "
+        "cpu_per_req.svg, rss_per_conn.svg, syscalls_per_req.svg (%s)\n",
+        opt.out.c_str(), format_seconds(static_cast<double>(now_ns() - started) / 1e9).c_str());
+    if (stop_requested()) {
+        std::fprintf(stderr, "iolab compare: interrupted; the results above are partial\n");
+        return 130;
+    }
+    return 0;
+}
+
+}  // namespace iolab

@@ -1,0 +1,226 @@
+#include "iolab/lab.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include "common/stop.hpp"
+#include "harness/clients.hpp"
+
+namespace iolab {
+
+ServerProcess start_pinned(const Variant& v, const std::vector<std::string>& extra,
+                           const Pinning& pin) {
+    pin_to_server(pin);
+    ServerProcess p = ServerProcess::start(v, extra);
+    pin_to_load(pin);
+    return p;
+}
+
+std::optional<std::map<std::string, std::string>> ask_stats(const std::string& host, uint16_t port,
+                                                            std::chrono::milliseconds deadline) {
+    try {
+        Client c = Client::connect(port, host, deadline);
+        std::string line = c.ask("STATS", deadline);
+        if (line.rfind("model=", 0) != 0) {
+            return std::nullopt;
+        }
+        std::map<std::string, std::string> kv;
+        std::istringstream in(line);
+        std::string word;
+        while (in >> word) {
+            size_t eq = word.find('=');
+            if (eq != std::string::npos) {
+                kv[word.substr(0, eq)] = word.substr(eq + 1);
+            }
+        }
+        return kv;
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+namespace {
+
+double stat_number(const std::optional<std::map<std::string, std::string>>& kv,
+                   const std::string& key) {
+    if (!kv) {
+        return -1;
+    }
+    auto it = kv->find(key);
+    return it == kv->end() ? -1 : std::atof(it->second.c_str());
+}
+
+}  // namespace
+
+PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
+                          long rss_idle_kib, const std::function<bool(double)>& tick) {
+    PointResult r;
+    r.variant = variant;
+    r.conns = spec.conns;
+    r.payload = spec.payload;
+    r.mode = spec.rate > 0 ? "open" : "closed";
+    r.rate = spec.rate;
+    r.duration_s = spec.duration_s;
+
+    // The server counts every IO call it makes (TRACE_IO) and reports the total in STATS:
+    // asked before and after, the difference over the requests answered is syscalls/request.
+    std::optional<std::map<std::string, std::string>> before;
+    if (spec.mode == Mode::qa) {
+        before = ask_stats(server.host(), server.port(), std::chrono::seconds(5));
+    }
+
+    LoadSpec load;
+    load.mode = spec.mode;
+    load.payload = spec.payload;
+    LoadGen gen(load);
+    size_t t = gen.add_target(server.host(), server.port(), spec.conns, spec.rate);
+    gen.connect(std::chrono::seconds(10));
+
+    bool go_on = true;
+    int64_t next_tick = now_ns();
+    auto keep_going = [&](double fraction) {
+        return [&, fraction] {
+            if (stop_requested()) {
+                go_on = false;
+            } else if (tick && now_ns() >= next_tick) {
+                next_tick = now_ns() + 250000000;
+                go_on = tick(fraction);
+            }
+            return go_on;
+        };
+    };
+    gen.start();
+    gen.run_until(now_ns() + static_cast<int64_t>(spec.warmup_s * 1e9), keep_going(0));
+    gen.reset_stats();
+
+    int open_at_start = gen.open_conns(t);
+    double cpu0 = process_cpu_s(server.pid());
+    CtxSwitches ctx0 = process_ctx_switches(server.pid());
+    double client0 = thread_cpu_s();
+    int64_t t0 = now_ns();
+    int64_t end = t0 + static_cast<int64_t>(spec.duration_s * 1e9);
+    while (go_on && now_ns() < end) {
+        double done = static_cast<double>(now_ns() - t0) / static_cast<double>(end - t0);
+        gen.run_until(std::min(end, now_ns() + 250000000), keep_going(done));
+    }
+    int64_t t1 = now_ns();
+    double client1 = thread_cpu_s();
+    auto proc1 = read_proc_stats(server.pid());
+    double cpu1 = process_cpu_s(server.pid());
+    CtxSwitches ctx1 = process_ctx_switches(server.pid());
+    uint64_t completed = gen.stats(t).completed;
+    gen.finish(std::chrono::milliseconds(spec.grace_ms));
+    gen.close_all();
+
+    const TargetStats& s = gen.stats(t);
+    double elapsed = static_cast<double>(t1 - t0) / 1e9;
+    r.requests = completed;
+    r.req_per_s = elapsed > 0 ? static_cast<double>(completed) / elapsed : 0;
+    if (s.latency.count() > 0) {
+        r.p50_us = static_cast<double>(s.latency.percentile(0.50)) / 1000;
+        r.p99_us = static_cast<double>(s.latency.percentile(0.99)) / 1000;
+        r.p999_us = static_cast<double>(s.latency.percentile(0.999)) / 1000;
+        r.max_us = static_cast<double>(s.latency.max()) / 1000;
+    }
+    if (completed > 0 && cpu0 >= 0 && cpu1 >= 0) {
+        r.server_cpu_us_per_req = (cpu1 - cpu0) * 1e6 / static_cast<double>(completed);
+    }
+    if (proc1) {
+        r.threads = proc1->threads;
+        r.rss_kib = proc1->rss_kib;
+        if (spec.conns > 0) {
+            r.rss_per_conn_kib =
+                std::max(0.0, static_cast<double>(proc1->rss_kib - rss_idle_kib) / spec.conns);
+        }
+    }
+    r.ctx_switches_voluntary = ctx1.voluntary - ctx0.voluntary;
+    r.ctx_switches_involuntary = ctx1.involuntary - ctx0.involuntary;
+    r.client_cpu_pct = elapsed > 0 ? 100 * (client1 - client0) / elapsed : 0;
+    r.client_bound = r.client_cpu_pct >= 90;
+    r.conns_connected = open_at_start;
+    r.errors = s.errors + static_cast<uint64_t>(spec.conns - open_at_start);
+    r.first_error = s.first_error;
+    if (r.first_error.empty() && open_at_start < spec.conns) {
+        r.first_error = std::to_string(spec.conns - open_at_start) +
+                        " connection(s) lost before "
+                        "the measurement started";
+    }
+
+    if (spec.mode == Mode::qa && before) {
+        auto after = ask_stats(server.host(), server.port(), std::chrono::seconds(5));
+        double calls = stat_number(after, "syscalls") - stat_number(before, "syscalls");
+        double reqs = stat_number(after, "requests") - stat_number(before, "requests");
+        if (after && stat_number(after, "syscalls") >= 0 && reqs > 0) {
+            r.syscalls_per_req = calls / reqs;
+        }
+    }
+    return r;
+}
+
+std::vector<int> parse_int_list(const std::string& text) {
+    std::vector<int> out;
+    std::stringstream in(text);
+    std::string word;
+    while (std::getline(in, word, ',')) {
+        size_t used = 0;
+        int v = std::stoi(word, &used);
+        if (used != word.size() || v <= 0) {
+            throw std::invalid_argument("not a positive number: " + word);
+        }
+        out.push_back(v);
+    }
+    if (out.empty()) {
+        throw std::invalid_argument("empty list");
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+std::vector<Variant> select_variants(const std::vector<Variant>& all, const std::string& list) {
+    if (list.empty()) {
+        return all;
+    }
+    std::vector<Variant> out;
+    std::stringstream in(list);
+    std::string word;
+    while (std::getline(in, word, ',')) {
+        if (word.empty()) {
+            continue;
+        }
+        bool exact = false;
+        for (const Variant& v : all) {
+            exact = exact || v.name == word;
+        }
+        size_t found = 0;
+        for (const Variant& v : all) {
+            bool match = exact ? v.name == word : v.name.rfind(word, 0) == 0;
+            bool seen = std::any_of(out.begin(), out.end(),
+                                    [&](const Variant& o) { return o.name == v.name; });
+            if (match) {
+                ++found;
+                if (!seen) {
+                    out.push_back(v);
+                }
+            }
+        }
+        if (found == 0) {
+            throw std::invalid_argument("no variant named " + word + " (see iolab list)");
+        }
+    }
+    return out;
+}
+
+std::string format_seconds(double s) {
+    long whole = std::lround(std::max(0.0, s));
+    if (whole >= 60) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%ldm%02lds", whole / 60, whole % 60);
+        return text;
+    }
+    return std::to_string(whole) + "s";
+}
+
+}  // namespace iolab
