@@ -1,0 +1,745 @@
+// The measurement lab's own tests: the open-loop schedule, the percentile code, the byte checker
+// and the load generator against small servers written here (one correct, one that corrupts a
+// byte, one that stalls), then the built `iolab compare` on a tiny configuration, run as a child
+// process exactly as a user would run it.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/net.hpp"
+#include "harness/loadgen.hpp"
+#include "harness/registry.hpp"
+#include "harness/report.hpp"
+
+using namespace iolab;
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------------------------------------
+// The open-loop schedule
+
+TEST(OpenLoopSchedule, RequestKIsDueAtStartPlusKOverRate) {
+    OpenLoopSchedule s(1000, 5000);
+    EXPECT_EQ(s.due(0), 5000);
+    EXPECT_EQ(s.due(1), 5000 + 1000000);
+    EXPECT_EQ(s.due(1000), 5000 + 1000000000LL);
+    EXPECT_EQ(s.due_by(4999), 0u);
+    EXPECT_EQ(s.due_by(5000), 1u);
+    EXPECT_EQ(s.due_by(5000 + 999999), 1u);
+    EXPECT_EQ(s.due_by(5000 + 1000000), 2u);
+    EXPECT_EQ(s.due_by(5000 + 1000000000LL), 1001u);
+}
+
+TEST(OpenLoopSchedule, DueByAgreesWithDueAtEveryBoundary) {
+    for (double rate : {3.0, 7.0, 1000.0, 33333.0, 250000.0}) {
+        OpenLoopSchedule s(rate, 123456789);
+        for (uint64_t k = 0; k < 2000; ++k) {
+            int64_t t = s.due(k);
+            ASSERT_EQ(s.due_by(t), k + 1) << "rate " << rate << " k " << k;
+            ASSERT_EQ(s.due_by(t - 1), k) << "rate " << rate << " k " << k;
+        }
+    }
+}
+
+TEST(OpenLoopSchedule, TheRateHoldsOverTime) {
+    OpenLoopSchedule s(12345, 0);
+    EXPECT_NEAR(static_cast<double>(s.due_by(10000000000LL)), 123451, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Percentiles
+
+TEST(Histogram, EmptyGivesZero) {
+    Histogram h;
+    EXPECT_EQ(h.count(), 0u);
+    EXPECT_EQ(h.percentile(0.99), 0u);
+    EXPECT_EQ(h.max(), 0u);
+}
+
+TEST(Histogram, SmallValuesAreExact) {
+    Histogram h;
+    for (uint64_t v = 1; v <= 100; ++v) {
+        h.record(v);
+    }
+    EXPECT_EQ(h.percentile(0.50), 50u);
+    EXPECT_EQ(h.percentile(0.99), 99u);
+    EXPECT_EQ(h.percentile(1.0), 100u);
+    EXPECT_EQ(h.percentile(0.0), 1u);
+    EXPECT_EQ(h.min(), 1u);
+    EXPECT_DOUBLE_EQ(h.mean(), 50.5);
+}
+
+TEST(Histogram, NearestRankWithinOnePointSixPercent) {
+    Histogram h;
+    // 1 us .. 100 ms, 100,000 values spread evenly.
+    for (uint64_t i = 1; i <= 100000; ++i) {
+        h.record(i * 1000);
+    }
+    for (double q : {0.5, 0.9, 0.99, 0.999}) {
+        double exact = q * 100000 * 1000;
+        double got = static_cast<double>(h.percentile(q));
+        EXPECT_GE(got, exact) << q;  // never below the true value: a conservative bucket edge
+        EXPECT_LE(got, exact * 1.016) << q;
+    }
+    EXPECT_EQ(h.percentile(1.0), 100000u * 1000);
+}
+
+TEST(Histogram, OneOutlierIsTheP999OfAThousand) {
+    Histogram h;
+    for (int i = 0; i < 999; ++i) {
+        h.record(20000);  // 20 us
+    }
+    h.record(300000000);  // one 300 ms stall
+    EXPECT_LE(h.percentile(0.99), 20000u * 1.016);
+    EXPECT_LE(h.percentile(0.999), 20000u * 1.016);
+    EXPECT_EQ(h.percentile(0.9995), 300000000u);
+}
+
+TEST(Histogram, BucketsCoverEveryValue) {
+    uint64_t v = 1;
+    for (int i = 0; i < 2000; ++i) {
+        size_t b = Histogram::bucket_of(v);
+        ASSERT_GE(Histogram::bucket_upper(b), v);
+        if (b > 0) {
+            ASSERT_LT(Histogram::bucket_upper(b - 1), v);
+        }
+        v = v + v / 37 + 1;
+        if (v > (1ULL << 62)) {
+            break;
+        }
+    }
+}
+
+TEST(Histogram, MergeAddsCounts) {
+    Histogram a, b;
+    for (int i = 0; i < 50; ++i) {
+        a.record(10);
+        b.record(90);
+    }
+    a.merge(b);
+    EXPECT_EQ(a.count(), 100u);
+    EXPECT_EQ(a.percentile(0.5), 10u);
+    EXPECT_EQ(a.percentile(0.51), 90u);
+    EXPECT_EQ(a.min(), 10u);
+    EXPECT_EQ(a.max(), 90u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The byte checker
+
+TEST(ReplyChecker, RepliesSplitAnyWayAreCounted) {
+    ReplyChecker c;
+    c.expect("hello\n");
+    c.expect("world\n");
+    EXPECT_EQ(c.feed("hel"), 0);
+    EXPECT_EQ(c.feed("lo\nwo"), 1);
+    EXPECT_EQ(c.pending(), 1u);
+    EXPECT_EQ(c.feed("rld\n"), 1);
+    EXPECT_EQ(c.pending(), 0u);
+}
+
+TEST(ReplyChecker, SeveralRepliesInOneRead) {
+    ReplyChecker c;
+    for (int i = 0; i < 5; ++i) {
+        c.expect("PONG\n");
+    }
+    EXPECT_EQ(c.feed("PONG\nPONG\nPONG\nPO"), 3);
+    EXPECT_EQ(c.feed("NG\nPONG\n"), 2);
+}
+
+TEST(ReplyChecker, OneWrongByteIsCaught) {
+    ReplyChecker c;
+    c.expect("abcdef\n");
+    EXPECT_EQ(c.feed("abc"), 0);
+    EXPECT_EQ(c.feed("dXf\n"), -1);
+    EXPECT_NE(c.why().find("byte 4"), std::string::npos) << c.why();
+    EXPECT_NE(c.why().find("\"Xf\\n\""), std::string::npos) << c.why();
+}
+
+TEST(ReplyChecker, BytesNobodyAskedForAreCaught) {
+    ReplyChecker c;
+    EXPECT_EQ(c.feed("ERR server full\n"), -1);
+    EXPECT_NE(c.why().find("ERR server full"), std::string::npos) << c.why();
+    ReplyChecker d;
+    d.expect("x\n");
+    EXPECT_EQ(d.feed("x\ny"), -1);
+}
+
+TEST(ReplyChecker, LongStreamsAcrossCompaction) {
+    ReplyChecker c;
+    std::string all;
+    for (int i = 0; i < 20000; ++i) {
+        std::string r = std::to_string(i) + "-reply\n";
+        c.expect(r);
+        all += r;
+    }
+    long done = 0;
+    for (size_t off = 0; off < all.size(); off += 777) {
+        long n = c.feed(std::string_view(all).substr(off, 777));
+        ASSERT_GE(n, 0) << c.why();
+        done += n;
+    }
+    EXPECT_EQ(done, 20000);
+    EXPECT_EQ(c.pending(), 0u);
+}
+
+TEST(MakeRequest, QaRequestsEchoTheirPayload) {
+    std::string req, rep;
+    make_request(Mode::qa, 64, 3, 7, req, rep);
+    EXPECT_EQ(rep.size(), 65u);
+    EXPECT_EQ(req, "ECHO " + rep);
+    EXPECT_EQ(rep.find('\n'), 64u);
+    std::string req2, rep2;
+    make_request(Mode::qa, 64, 3, 8, req2, rep2);
+    EXPECT_NE(rep, rep2);  // a repeated or reordered reply would show
+    make_request(Mode::qa, 0, 3, 8, req, rep);
+    EXPECT_EQ(req, "PING\n");
+    EXPECT_EQ(rep, "PONG\n");
+    make_request(Mode::echo, 100, 1, 1, req, rep);
+    EXPECT_EQ(req, rep);
+    EXPECT_EQ(req.size(), 100u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load generator against small servers written here
+
+namespace {
+
+// A blocking QA server for one thread: answers "ECHO x" with "x" and PING with PONG on every
+// connection it accepts, one at a time. `corrupt_at`: the reply number whose first byte it
+// changes. `stall_at`/`stall_ms`: before that reply it sleeps (a stalled server).
+class TinyServer {
+public:
+    explicit TinyServer(long corrupt_at = -1, long stall_at = -1, int stall_ms = 0)
+        : listen_(listen_tcp("127.0.0.1", 0)) {
+        port_ = local_port(listen_.get());
+        thread_ = std::thread([=, this] { serve(corrupt_at, stall_at, stall_ms); });
+    }
+    ~TinyServer() {
+        stop_ = true;
+        ::shutdown(listen_.get(), SHUT_RDWR);
+        thread_.join();
+    }
+    uint16_t port() const { return port_; }
+
+private:
+    void serve(long corrupt_at, long stall_at, int stall_ms) {
+        long replies = 0;
+        while (!stop_) {
+            int fd = ::accept(listen_.get(), nullptr, nullptr);
+            if (fd < 0) {
+                return;
+            }
+            Fd conn(fd);
+            set_io_timeouts(conn.get(), 0.2);
+            std::string in;
+            char buf[4096];
+            while (!stop_) {
+                ssize_t n = ::recv(conn.get(), buf, sizeof buf, 0);
+                if (n < 0 && errno == EAGAIN) {
+                    continue;
+                }
+                if (n <= 0) {
+                    break;
+                }
+                in.append(buf, static_cast<size_t>(n));
+                std::string out;
+                size_t nl;
+                while ((nl = in.find('\n')) != std::string::npos) {
+                    std::string line = in.substr(0, nl);
+                    in.erase(0, nl + 1);
+                    std::string reply = line.rfind("ECHO ", 0) == 0 ? line.substr(5) : "PONG";
+                    if (replies == stall_at) {
+                        std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+                    }
+                    if (replies == corrupt_at && !reply.empty()) {
+                        reply[0] ^= 1;
+                    }
+                    ++replies;
+                    out += reply + "\n";
+                }
+                if (write_all(conn.get(), out) != 0) {
+                    break;
+                }
+            }
+        }
+    }
+
+    Fd listen_;
+    uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+}  // namespace
+
+TEST(LoadGen, ClosedLoopCountsCheckedReplies) {
+    TinyServer server;
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", server.port(), 1, 0);
+    ASSERT_EQ(gen.connect(5s), 1);
+    gen.start();
+    gen.run_until(now_ns() + 300000000);
+    gen.finish(1000ms);
+    const TargetStats& s = gen.stats(t);
+    EXPECT_GT(s.completed, 100u);
+    EXPECT_EQ(s.errors, 0u) << s.first_error;
+    EXPECT_EQ(s.latency.count(), s.completed);
+    EXPECT_EQ(s.sent, s.completed);
+}
+
+TEST(LoadGen, ACorruptedByteIsAnError) {
+    TinyServer server(50);
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", server.port(), 1, 0);
+    ASSERT_EQ(gen.connect(5s), 1);
+    gen.start();
+    gen.run_until(now_ns() + 300000000);
+    gen.finish(500ms);
+    const TargetStats& s = gen.stats(t);
+    EXPECT_EQ(s.completed, 50u);
+    EXPECT_EQ(s.errors, 1u);
+    EXPECT_NE(s.first_error.find("differs"), std::string::npos) << s.first_error;
+}
+
+TEST(LoadGen, OpenLoopChargesAStallToEveryRequestDueDuringIt) {
+    // 1000 requests/s for 1 s; the server stalls 300 ms before its 100th reply. About 300
+    // requests fall due during the stall, so the p90 must show it (tens of ms at least), while a
+    // closed loop would have charged the stall to one request only.
+    TinyServer server(-1, 100, 300);
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", server.port(), 1, 1000);
+    ASSERT_EQ(gen.connect(5s), 1);
+    gen.start();
+    gen.run_until(now_ns() + 1000000000);
+    gen.finish(2000ms);
+    const TargetStats& s = gen.stats(t);
+    EXPECT_EQ(s.errors, 0u) << s.first_error;
+    EXPECT_NEAR(static_cast<double>(s.sent), 1000, 20);
+    EXPECT_GE(s.latency.percentile(0.90), 50000000u);  // >= 50 ms
+    EXPECT_GE(s.latency.max(), 250000000u);            // the request due first waited ~300 ms
+}
+
+TEST(LoadGen, ClosedLoopHidesTheSameStall) {
+    TinyServer server(-1, 100, 300);
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", server.port(), 1, 0);
+    ASSERT_EQ(gen.connect(5s), 1);
+    gen.start();
+    gen.run_until(now_ns() + 1000000000);
+    gen.finish(2000ms);
+    const TargetStats& s = gen.stats(t);
+    EXPECT_EQ(s.errors, 0u) << s.first_error;
+    EXPECT_LT(s.latency.percentile(0.90), 50000000u);
+    EXPECT_GE(s.latency.max(), 250000000u);
+}
+
+TEST(LoadGen, UnansweredRequestsAreTimeouts) {
+    // TinyServer serves one connection at a time: the second one waits in the backlog.
+    TinyServer server;
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", server.port(), 2, 0);
+    ASSERT_EQ(gen.connect(5s), 2);
+    gen.start();
+    gen.run_until(now_ns() + 200000000);
+    gen.finish(200ms);
+    const TargetStats& s = gen.stats(t);
+    EXPECT_EQ(s.timeouts, 1u);
+    EXPECT_EQ(s.errors, 1u);
+    EXPECT_NE(s.first_error.find("unanswered"), std::string::npos) << s.first_error;
+}
+
+TEST(LoadGen, ARefusedConnectionIsAnError) {
+    uint16_t port;
+    {
+        Fd probe = listen_tcp("127.0.0.1", 0);
+        port = local_port(probe.get());
+    }  // closed: nobody listens there now
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", port, 3, 0);
+    EXPECT_EQ(gen.connect(2s), 0);
+    EXPECT_EQ(gen.stats(t).errors, 3u);
+    EXPECT_NE(gen.stats(t).first_error.find("refused"), std::string::npos)
+        << gen.stats(t).first_error;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports
+
+namespace {
+
+// A small well-formedness check: every tag closed in order, attributes quoted, no bare '<' or
+// '&' in text. Enough to catch what a hand-written SVG writer gets wrong.
+std::string xml_problem(const std::string& s) {
+    std::vector<std::string> stack;
+    size_t i = 0;
+    if (s.rfind("<?xml", 0) == 0) {
+        i = s.find("?>");
+        if (i == std::string::npos) {
+            return "unterminated XML declaration";
+        }
+        i += 2;
+    }
+    bool root_seen = false;
+    while (i < s.size()) {
+        if (s[i] == '&') {
+            size_t semi = s.find(';', i);
+            std::string ent = s.substr(i, semi == std::string::npos ? 8 : semi - i + 1);
+            static const std::set<std::string> ok = {"&amp;", "&lt;", "&gt;", "&quot;", "&apos;"};
+            if (!ok.count(ent)) {
+                return "bad entity " + ent;
+            }
+            i = semi + 1;
+            continue;
+        }
+        if (s[i] != '<') {
+            if (stack.empty() && !std::isspace(static_cast<unsigned char>(s[i]))) {
+                return "text outside the root element";
+            }
+            ++i;
+            continue;
+        }
+        size_t end = i + 1;
+        char quote = 0;
+        while (end < s.size() && (quote || s[end] != '>')) {
+            if (quote && s[end] == quote) {
+                quote = 0;
+            } else if (!quote && (s[end] == '"' || s[end] == '\'')) {
+                quote = s[end];
+            } else if (!quote && s[end] == '<') {
+                return "'<' inside a tag at " + std::to_string(end);
+            }
+            ++end;
+        }
+        if (end >= s.size()) {
+            return "unterminated tag";
+        }
+        std::string tag = s.substr(i + 1, end - i - 1);
+        i = end + 1;
+        if (tag.empty()) {
+            return "empty tag";
+        }
+        if (tag[0] == '/') {
+            std::string name = tag.substr(1);
+            if (stack.empty() || stack.back() != name) {
+                return "closing </" + name + "> does not match";
+            }
+            stack.pop_back();
+            continue;
+        }
+        bool self_closing = tag.back() == '/';
+        std::string name = tag.substr(0, tag.find_first_of(" \t\n/"));
+        if (stack.empty()) {
+            if (root_seen) {
+                return "two root elements";
+            }
+            root_seen = true;
+        }
+        if (!self_closing) {
+            stack.push_back(name);
+        }
+    }
+    if (!stack.empty()) {
+        return "<" + stack.back() + "> never closed";
+    }
+    return root_seen ? "" : "no root element";
+}
+
+}  // namespace
+
+TEST(Report, SvgIsWellFormedAndEscaped) {
+    ChartSpec spec{"A <title> & more", "connections", "requests/s", true, false, "note \"x\""};
+    std::vector<Series> series = {{"a&b", {{1, 10}, {100, 2000}, {1000, -1}}},
+                                  {"<c>", {{1, 5}, {100, 500}, {1000, 700}}}};
+    std::string svg = svg_chart(spec, series);
+    EXPECT_EQ(xml_problem(svg), "");
+    EXPECT_NE(svg.find("a&amp;b"), std::string::npos);
+    spec.log_y = true;
+    EXPECT_EQ(xml_problem(svg_chart(spec, series)), "");
+    // One x value: a bar chart.
+    std::vector<Series> one = {{"x", {{100, 3}}}, {"y", {{100, 7}}}};
+    std::string bars = svg_chart(spec, one);
+    EXPECT_EQ(xml_problem(bars), "");
+    EXPECT_NE(bars.find("<rect x="), std::string::npos);
+    EXPECT_EQ(xml_problem(svg_chart(spec, {})), "");
+    EXPECT_NE(xml_problem("<svg><g></svg>"), "");  // the checker itself can fail
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small JSON reader, to check that results.json parses and every field is filled.
+
+namespace {
+
+struct Json;
+using JsonObject = std::map<std::string, Json>;
+using JsonArray = std::vector<Json>;
+struct Json {
+    std::variant<std::nullptr_t, bool, double, std::string, JsonArray, JsonObject> v;
+    bool is_null() const { return std::holds_alternative<std::nullptr_t>(v); }
+    const JsonObject& obj() const { return std::get<JsonObject>(v); }
+    const JsonArray& arr() const { return std::get<JsonArray>(v); }
+};
+
+class JsonParser {
+public:
+    explicit JsonParser(const std::string& s) : s_(s) {}
+    Json parse() {
+        Json j = value();
+        ws();
+        if (i_ != s_.size()) {
+            throw std::runtime_error("trailing text at " + std::to_string(i_));
+        }
+        return j;
+    }
+
+private:
+    void ws() {
+        while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) {
+            ++i_;
+        }
+    }
+    void expect(char c) {
+        ws();
+        if (i_ >= s_.size() || s_[i_] != c) {
+            throw std::runtime_error(std::string("expected ") + c + " at " + std::to_string(i_));
+        }
+        ++i_;
+    }
+    std::string string() {
+        expect('"');
+        std::string out;
+        while (i_ < s_.size() && s_[i_] != '"') {
+            if (s_[i_] == '\\') {
+                ++i_;
+                char e = s_[i_];
+                if (e == 'u') {
+                    out += '?';
+                    i_ += 4;
+                } else {
+                    out += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+                }
+            } else if (static_cast<unsigned char>(s_[i_]) < 0x20) {
+                throw std::runtime_error("control character in string");
+            } else {
+                out += s_[i_];
+            }
+            ++i_;
+        }
+        expect('"');
+        return out;
+    }
+    Json value() {
+        ws();
+        if (i_ >= s_.size()) {
+            throw std::runtime_error("unexpected end");
+        }
+        char c = s_[i_];
+        if (c == '{') {
+            ++i_;
+            JsonObject o;
+            ws();
+            if (s_[i_] == '}') {
+                ++i_;
+                return {o};
+            }
+            for (;;) {
+                std::string k = string();
+                expect(':');
+                o[k] = value();
+                ws();
+                if (s_[i_] == ',') {
+                    ++i_;
+                    continue;
+                }
+                expect('}');
+                return {o};
+            }
+        }
+        if (c == '[') {
+            ++i_;
+            JsonArray a;
+            ws();
+            if (s_[i_] == ']') {
+                ++i_;
+                return {a};
+            }
+            for (;;) {
+                a.push_back(value());
+                ws();
+                if (s_[i_] == ',') {
+                    ++i_;
+                    continue;
+                }
+                expect(']');
+                return {a};
+            }
+        }
+        if (c == '"') {
+            return {string()};
+        }
+        for (const char* word : {"true", "false", "null"}) {
+            if (s_.compare(i_, std::strlen(word), word) == 0) {
+                i_ += std::strlen(word);
+                if (word[0] == 'n') {
+                    return {nullptr};
+                }
+                return {word[0] == 't'};
+            }
+        }
+        size_t used = 0;
+        double d = std::stod(s_.substr(i_, 40), &used);
+        i_ += used;
+        return {d};
+    }
+    const std::string& s_;
+    size_t i_ = 0;
+};
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Runs argv with stdout and stderr to files; kills it after `deadline`. Returns the exit code.
+int run_child(const std::vector<std::string>& args, const std::string& out_path,
+              std::chrono::seconds deadline) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        std::vector<char*> argv;
+        for (const auto& a : args) {
+            argv.push_back(const_cast<char*>(a.c_str()));
+        }
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    auto until = std::chrono::steady_clock::now() + deadline;
+    int status = 0;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > until) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            return -1;
+        }
+        std::this_thread::sleep_for(20ms);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
+    std::vector<Variant> all = registry(IOLAB_BIN_DIR);
+    std::vector<std::string> names;
+    for (const char* want : {"01_blocking", "05_epoll"}) {
+        for (const Variant& v : all) {
+            if (v.name == want && ::access(v.binary.c_str(), X_OK) == 0) {
+                names.push_back(v.name);
+            }
+        }
+    }
+    for (const Variant& v : all) {  // whatever else is built, if those two are not
+        if (names.size() < 2 && !v.has("uring") && ::access(v.binary.c_str(), X_OK) == 0 &&
+            std::find(names.begin(), names.end(), v.name) == names.end()) {
+            names.push_back(v.name);
+        }
+    }
+    if (names.size() < 2) {
+        GTEST_SKIP() << "fewer than two server variants are built";
+    }
+    char tmpl[] = "/tmp/iolab_test_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string dir = tmpl;
+    std::string iolab = std::string(IOLAB_BIN_DIR) + "/iolab";
+    int code = run_child({iolab, "compare", "--models", names[0] + "," + names[1], "--conns", "1",
+                          "--duration", "1", "--warmup", "0.1", "--out", dir},
+                         dir + "/output.txt", 60s);
+    std::string output = read_file(dir + "/output.txt");
+    ASSERT_EQ(code, 0) << output;
+    EXPECT_NE(output.find(names[0]), std::string::npos) << output;  // the table
+
+    Json doc;
+    ASSERT_NO_THROW(doc = JsonParser(read_file(dir + "/results.json")).parse());
+    const JsonObject& run = doc.obj().at("run").obj();
+    for (const char* key : {"kernel", "cpu_model", "cores", "io_uring", "pinning"}) {
+        ASSERT_TRUE(run.count(key)) << key;
+        EXPECT_FALSE(run.at(key).is_null()) << key;
+    }
+    const JsonArray& rows = doc.obj().at("results").arr();
+    ASSERT_EQ(rows.size(), 2u) << output;
+    for (const Json& row : rows) {
+        for (const char* key :
+             {"variant", "conns", "payload", "mode", "req_per_s", "p50_us", "p99_us", "p999_us",
+              "server_cpu_us_per_req", "syscalls_per_req", "threads", "rss_kib", "rss_per_conn_kib",
+              "ctx_switches_voluntary", "ctx_switches_involuntary", "client_cpu_pct",
+              "client_bound", "errors"}) {
+            ASSERT_TRUE(row.obj().count(key)) << key;
+            EXPECT_FALSE(row.obj().at(key).is_null()) << key << " in " << output;
+        }
+        EXPECT_EQ(std::get<double>(row.obj().at("errors").v), 0) << output;
+        EXPECT_GT(std::get<double>(row.obj().at("req_per_s").v), 100) << output;
+    }
+    std::string csv = read_file(dir + "/results.csv");
+    EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
+    for (const char* svg : {"req_per_s.svg", "p99.svg", "cpu_per_req.svg", "rss_per_conn.svg"}) {
+        std::string text = read_file(dir + "/" + svg);
+        ASSERT_FALSE(text.empty()) << svg;
+        EXPECT_EQ(xml_problem(text), "") << svg;
+        EXPECT_NE(text.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+    }
+    std::string cleanup = "rm -rf '" + dir + "'";
+    EXPECT_EQ(std::system(cleanup.c_str()), 0);
+}
+
+TEST(IolabList, OneLinePerVariantWithItsCommand) {
+    char tmpl[] = "/tmp/iolab_list_XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+    int code = run_child({std::string(IOLAB_BIN_DIR) + "/iolab", "list"}, tmpl, 10s);
+    std::string out = read_file(tmpl);
+    ::unlink(tmpl);
+    ASSERT_EQ(code, 0) << out;
+    std::vector<Variant> all = registry(IOLAB_BIN_DIR);
+    std::istringstream in(out);
+    std::string line;
+    size_t n = 0;
+    while (std::getline(in, line)) {
+        ASSERT_LT(n, all.size());
+        std::istringstream words(line);
+        std::string name, binary;
+        words >> name >> binary;
+        EXPECT_EQ(name, all[n].name);
+        EXPECT_EQ(binary, all[n].binary);
+        EXPECT_EQ(binary[0], '/');
+        ++n;
+    }
+    EXPECT_EQ(n, all.size());
+}
