@@ -1,0 +1,254 @@
+// 05_epoll, level- and edge-triggered: what the conformance suite does not reach.
+//  - A request far larger than one read (200 KiB of ECHO, --max-line 300000) is served whole:
+//    under EPOLLET a reader that stopped before EAGAIN would hang on it.
+//  - Echo mode: a 16 MiB stream comes back byte for byte while the client reads concurrently,
+//    and a client that sends everything, half-closes and only then reads gets all of it (the
+//    server stops reading at its high-water mark and resumes when the output drains).
+//  - EMFILE: with RLIMIT_NOFILE at 64 the extra clients get "ERR server full", the server neither
+//    spins nor stops serving.
+//  - 10,000 idle connections cost the server at most 1 KiB of user-space memory each.
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/clients.hpp"
+#include "harness/process.hpp"
+#include "harness/registry.hpp"
+
+using namespace iolab;
+
+namespace {
+
+Variant find_variant(const std::string& name) {
+    for (const Variant& v : registry(IOLAB_BIN_DIR)) {
+        if (v.name == name) {
+            return v;
+        }
+    }
+    return {};
+}
+
+ServerProcess start(const std::string& name, const std::vector<std::string>& extra) {
+    Variant v = find_variant(name);
+    if (v.name.empty()) {
+        return {};
+    }
+    return ServerProcess::start(v, extra);
+}
+
+// Sets the soft RLIMIT_NOFILE for this process (and so for the server it starts next);
+// restores the old limit when it goes out of scope. ok() is false if the hard limit is too low.
+class NofileLimit {
+public:
+    explicit NofileLimit(rlim_t want) {
+        ::getrlimit(RLIMIT_NOFILE, &old_);
+        rlimit lim = old_;
+        lim.rlim_cur = std::min<rlim_t>(want, old_.rlim_max);
+        ok_ = lim.rlim_cur >= want && ::setrlimit(RLIMIT_NOFILE, &lim) == 0;
+    }
+    ~NofileLimit() { ::setrlimit(RLIMIT_NOFILE, &old_); }
+    bool ok() const { return ok_; }
+
+private:
+    rlimit old_{};
+    bool ok_ = false;
+};
+
+// Printable bytes (no '\n'), for a request line.
+std::string printable(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, ' ');
+    for (char& ch : s) {
+        ch = static_cast<char>('!' + rng() % 94);
+    }
+    return s;
+}
+
+std::string random_bytes(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (char& ch : s) {
+        ch = static_cast<char>(rng() & 0xff);
+    }
+    return s;
+}
+
+long stat_value(const std::string& stats, const std::string& key) {
+    size_t at = stats.find(" " + key + "=");
+    if (at == std::string::npos) {
+        return -1;
+    }
+    return std::stol(stats.substr(at + key.size() + 2));
+}
+
+class Epoll : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Epoll, RequestFarLargerThanOneReadIsServedWhole) {
+    ServerProcess server = start(GetParam(), {"--max-line", "300000"});
+    ASSERT_TRUE(server.running()) << server.reason();
+    Client c = Client::connect(server.port());
+    std::string big = printable(200 * 1024, 1);
+    EXPECT_EQ(c.ask("ECHO " + big, 10s), big);
+
+    // Two of them and a PING in one send: every reply, in order.
+    std::string other = printable(250 * 1024, 2);
+    ASSERT_TRUE(c.send("ECHO " + big + "\nECHO " + other + "\nPING\n"));
+    EXPECT_EQ(c.read_line(10s), big);
+    EXPECT_EQ(c.read_line(10s), other);
+    EXPECT_EQ(c.read_line(10s), "PONG");
+    EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+}
+
+TEST_P(Epoll, EchoStreamOfSixteenMiBComesBackWhole) {
+    ServerProcess server = start(GetParam(), {"--mode", "echo"});
+    ASSERT_TRUE(server.running()) << server.reason();
+    Client c = Client::connect(server.port());
+    const std::string data = random_bytes(16 << 20, 3);
+    bool sent = false;
+    std::thread sender([&] { sent = c.send(data, 30s); });
+    std::string back = c.read_exact(data.size(), 30s);
+    sender.join();
+    EXPECT_TRUE(sent);
+    ASSERT_EQ(back.size(), data.size());
+    EXPECT_TRUE(back == data) << "the stream came back changed";
+    c.shutdown_write();
+    EXPECT_EQ(c.read_until_close(5s), std::string()) << "no close after our FIN";
+    EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+}
+
+// The client writes 4 MiB without reading a byte, half-closes, and only then reads. The server
+// must stop reading at its high-water mark (the client's send waits meanwhile), then flush, read
+// the rest, see EOF, flush again and close.
+TEST_P(Epoll, HalfCloseAfterUnreadStreamFlushesEverything) {
+    ServerProcess server = start(GetParam(), {"--mode", "echo"});
+    ASSERT_TRUE(server.running()) << server.reason();
+    Client c = Client::connect(server.port());
+    const std::string data = random_bytes(4 << 20, 4);
+    bool sent = false;
+    std::thread sender([&] {
+        sent = c.send(data, 30s);
+        c.shutdown_write();
+    });
+    std::this_thread::sleep_for(300ms);  // let the buffers fill with nobody reading
+    auto back = c.read_until_close(30s);
+    sender.join();
+    EXPECT_TRUE(sent);
+    ASSERT_TRUE(back.has_value()) << "the server did not close after our FIN";
+    ASSERT_EQ(back->size(), data.size());
+    EXPECT_TRUE(*back == data);
+    EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+}
+
+// RLIMIT_NOFILE 64: accept fails with EMFILE while clients wait in the backlog, and the
+// listening socket stays readable. The spare descriptor turns them away instead of spinning.
+TEST_P(Epoll, EmfileNeitherSpinsNorStopsService) {
+    std::optional<ServerProcess> started;
+    {
+        NofileLimit limit(64);
+        if (!limit.ok()) {
+            GTEST_SKIP() << "cannot set RLIMIT_NOFILE to 64 here";
+        }
+        started = start(GetParam(), {"--max-conns", "1000"});
+    }
+    ServerProcess& server = *started;
+    ASSERT_TRUE(server.running()) << server.reason();
+
+    std::vector<Client> clients;
+    for (int i = 0; i < 100; ++i) {
+        clients.push_back(Client::connect(server.port()));
+    }
+    auto before = read_proc_stats(server.pid());
+    std::this_thread::sleep_for(500ms);
+    auto after = read_proc_stats(server.pid());
+    ASSERT_TRUE(before && after);
+    EXPECT_LT(after->cpu_s() - before->cpu_s(), 0.1) << "the server spins on EMFILE";
+
+    int held = 0;
+    int refused = 0;
+    for (Client& c : clients) {
+        std::string reply = c.ask("PING", 5s);
+        if (reply == "PONG") {
+            ++held;
+        } else {
+            EXPECT_EQ(reply, "ERR server full");
+            ++refused;
+            c.close();
+        }
+    }
+    EXPECT_GT(held, 40);
+    EXPECT_GT(refused, 0);
+    Client* first = nullptr;
+    for (Client& c : clients) {
+        if (c.connected()) {
+            first = &c;
+            break;
+        }
+    }
+    ASSERT_NE(first, nullptr);
+    EXPECT_EQ(stat_value(first->ask("STATS"), "refused"), refused);
+
+    // Closing some frees descriptors: new clients are served again.
+    for (int i = 0; i < 20; ++i) {
+        clients[static_cast<size_t>(i)].close();
+    }
+    int served = 0;
+    for (int attempt = 0; attempt < 100 && served < 10; ++attempt) {
+        Client late = Client::connect(server.port());
+        if (late.ask("PING") == "PONG") {
+            ++served;
+        } else {
+            std::this_thread::sleep_for(20ms);  // the server has not seen the closes yet
+        }
+    }
+    EXPECT_EQ(served, 10);
+    EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+}
+
+// One read buffer per loop, a line parser that owns no buffer while idle, an output string
+// that is empty between replies: an idle connection is a small struct, not 64 KiB.
+TEST_P(Epoll, TenThousandIdleConnectionsCostAtMostOneKiBEach) {
+    constexpr int kIdle = 10000;
+    NofileLimit limit(kIdle + 200);
+    if (!limit.ok()) {
+        GTEST_SKIP() << "cannot raise RLIMIT_NOFILE to " << kIdle + 200 << " here";
+    }
+    ServerProcess server = start(GetParam(), {"--max-conns", "20000"});
+    ASSERT_TRUE(server.running()) << server.reason();
+    Client probe = Client::connect(server.port());
+    ASSERT_EQ(probe.ask("PING"), "PONG");
+    auto before = read_proc_stats(server.pid());
+    ASSERT_TRUE(before);
+
+    std::vector<Client> clients;
+    clients.reserve(kIdle);
+    for (int i = 0; i < kIdle; ++i) {
+        clients.push_back(Client::connect(server.port()));
+    }
+    // Every one of them has been accepted once STATS counts them (the probe makes one more).
+    long conns = 0;
+    for (int attempt = 0; attempt < 100 && conns < kIdle + 1; ++attempt) {
+        conns = stat_value(probe.ask("STATS"), "conns");
+        if (conns < kIdle + 1) {
+            std::this_thread::sleep_for(50ms);
+        }
+    }
+    ASSERT_EQ(conns, kIdle + 1);
+    auto after = read_proc_stats(server.pid());
+    ASSERT_TRUE(after);
+    double per_conn = static_cast<double>(after->rss_kib - before->rss_kib) * 1024.0 / kIdle;
+    RecordProperty("bytes_per_idle_conn", static_cast<int>(per_conn));
+    std::printf("%s: %.0f bytes of RSS per idle connection\n", GetParam().c_str(), per_conn);
+    EXPECT_LE(per_conn, 1024.0);
+    EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Epoll, ::testing::Values("05_epoll", "05_epoll_et"),
+                         [](const auto& info) { return std::string(info.param); });
+
+}  // namespace
