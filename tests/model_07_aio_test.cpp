@@ -13,6 +13,7 @@
 #include "harness/clients.hpp"
 #include "harness/process.hpp"
 #include "harness/registry.hpp"
+#include "harness/scenarios.hpp"
 
 using namespace iolab;
 using Clock = std::chrono::steady_clock;
@@ -21,9 +22,9 @@ namespace {
 
 constexpr int kIdle = 30;
 
-Variant aio_variant() {
+Variant find_variant(const std::string& name) {
     for (const Variant& v : registry(IOLAB_BIN_DIR)) {
-        if (v.name == "07_aio") {
+        if (v.name == name) {
             return v;
         }
     }
@@ -31,7 +32,7 @@ Variant aio_variant() {
 }
 
 ServerProcess start(const std::vector<std::string>& extra) {
-    Variant v = aio_variant();
+    Variant v = find_variant("07_aio");
     if (v.name.empty()) {
         return {};
     }
@@ -137,4 +138,28 @@ TEST(Aio, ConnectionsPastTheCapAreRefusedBusy) {
     }
     EXPECT_TRUE(served) << "after one of " << kCap << " held clients left, a new one was refused";
     EXPECT_EQ(server.stop(3s), 0);
+}
+
+// 07_aio_uring falls back to single-shot accept/recv and a buffer per connection on kernels
+// without multishot operations or buffer rings. --simple forces that path here, where the kernel
+// has everything, so the fallback passes the same conformance scenarios as the fast path.
+TEST(AioUring, SimplePathPassesEveryConformanceScenario) {
+    Variant v = find_variant("07_aio_uring");
+    if (v.name.empty()) {
+        GTEST_SKIP() << "07_aio_uring is not built (no liburing)";
+    }
+    Target t{v.name + " --simple",
+             [v](const std::vector<std::string>& extra) {
+                 std::vector<std::string> args{"--simple"};
+                 args.insert(args.end(), extra.begin(), extra.end());
+                 return ServerProcess::start(v, args);
+             },
+             false};
+    for (const NamedScenario& scenario : all_scenarios()) {
+        Outcome o = scenario.run(t);
+        if (o.kind == Outcome::Kind::skip) {
+            GTEST_SKIP() << o.why;
+        }
+        EXPECT_TRUE(o.passed()) << scenario.name << ": " << o.why;
+    }
 }
