@@ -233,7 +233,7 @@ std::string str(const std::string& s) {
 }  // namespace
 
 std::string results_json(const RunInfo& info, const std::vector<PointResult>& rows,
-                         const std::vector<Skipped>& skipped) {
+                         const std::vector<Skipped>& skipped, const std::string& extra) {
     std::ostringstream o;
     o << "{\n  \"run\": {\n";
     o << "    \"command\": " << str(info.command) << ",\n";
@@ -280,7 +280,11 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
           << ", \"status\": " << str(s.unavailable ? "unavailable" : "failed")
           << ", \"reason\": " << str(s.reason) << "}";
     }
-    o << "\n  ]\n}\n";
+    o << "\n  ]";
+    if (!extra.empty()) {
+        o << ",\n  " << extra;
+    }
+    o << "\n}\n";
     return o.str();
 }
 

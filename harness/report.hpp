@@ -94,8 +94,9 @@ struct Skipped {
 std::string json_escape(const std::string& s);
 std::string xml_escape(const std::string& s);
 
+// `extra`: more members for the top-level object, already in JSON ("\"idle\": {...}"), or "".
 std::string results_json(const RunInfo& info, const std::vector<PointResult>& rows,
-                         const std::vector<Skipped>& skipped);
+                         const std::vector<Skipped>& skipped, const std::string& extra = "");
 std::string results_csv(const std::vector<PointResult>& rows);
 // The table printed at the end of a run, one line per row, aligned for a terminal.
 std::string results_table(const std::vector<PointResult>& rows,

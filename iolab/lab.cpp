@@ -55,7 +55,8 @@ double stat_number(const std::optional<std::map<std::string, std::string>>& kv,
 }  // namespace
 
 PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
-                          long rss_idle_kib, const std::function<bool(double)>& tick) {
+                          long rss_idle_kib, const std::function<bool(double)>& tick,
+                          Histogram* latency) {
     PointResult r;
     r.variant = variant;
     r.conns = spec.conns;
@@ -115,6 +116,9 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     gen.close_all();
 
     const TargetStats& s = gen.stats(t);
+    if (latency != nullptr) {
+        *latency = s.latency;
+    }
     double elapsed = static_cast<double>(t1 - t0) / 1e9;
     r.requests = completed;
     r.req_per_s = elapsed > 0 ? static_cast<double>(completed) / elapsed : 0;

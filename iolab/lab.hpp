@@ -40,8 +40,10 @@ struct PointSpec {
 // Measures one load point against a running server. rss_idle_kib is the server's RSS before any
 // load connection, for rss_per_conn_kib. `tick` is called about every 250 ms with the fraction
 // of the point done; it returns false to abandon the point (Ctrl-C).
+// `latency`, if given, receives the latency histogram.
 PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
-                          long rss_idle_kib, const std::function<bool(double)>& tick = {});
+                          long rss_idle_kib, const std::function<bool(double)>& tick = {},
+                          Histogram* latency = nullptr);
 
 // Parses "1,10,100" into numbers; throws std::invalid_argument on anything else.
 std::vector<int> parse_int_list(const std::string& text);
