@@ -153,6 +153,7 @@ void Connection::answer_buffered() {
                 close();
                 return;
             }
+            last_active_ = Clock::now();  // a client waiting for its answer is not idle
         }
         iolab::append_reply(out_, req, s.stats);
         s.stats.requests.fetch_add(1, std::memory_order_relaxed);
