@@ -84,6 +84,7 @@ int run(const ClientOptions& opt) {
     long asked = 0;
     long answered = 0;
     bool stdin_done = false;
+    bool mid_line = false;  // the last byte read from stdin was not a newline
 
     start(in, STDIN_FILENO, in_buf, sizeof in_buf, false);
     start(net, sock.get(), net_buf, sizeof net_buf, false);
@@ -115,13 +116,14 @@ int run(const ClientOptions& opt) {
         if (finished(in, got)) {
             if (got <= 0) {
                 stdin_done = true;
-                if (!pending.empty() && pending.back() != '\n') {
+                if (mid_line) {
                     pending += '\n';  // a last line without its newline is still a request
                     ++asked;
                 }
             } else {
                 pending.append(in_buf, static_cast<size_t>(got));
                 asked += std::count(in_buf, in_buf + got, '\n');
+                mid_line = in_buf[got - 1] != '\n';
             }
         }
         if (finished(out, got)) {
