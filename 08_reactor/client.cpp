@@ -71,6 +71,13 @@ public:
     StdinHandler(Session& s, bool pollable) : s_(s), pollable_(pollable) {}
     int handle() const override { return STDIN_FILENO; }
     void handle_read() override;
+    // EPOLLHUP while paused: the writer closed the pipe. What is left in it is bounded by the
+    // pipe's capacity, so read on rather than be told about the hangup again on every wait.
+    void handle_error() override {
+        paused_ = false;
+        s_.reactor.set_events(*this, kReadable);
+        handle_read();
+    }
     // Flow control: no more reading while the server is behind.
     void pause() {
         paused_ = true;

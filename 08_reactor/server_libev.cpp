@@ -83,9 +83,6 @@ struct Conn {
     bool write_shut = false;
 };
 
-void on_io(struct ev_loop* loop, ev_io* w, int revents);
-void on_timer(struct ev_loop* loop, ev_timer* w, int revents);
-
 void close_conn(Conn* c) {
     ev_io_stop(c->srv.loop, &c->io);  // after this the watcher may be freed, pending or not
     ev_timer_stop(c->srv.loop, &c->timer);
