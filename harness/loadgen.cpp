@@ -272,6 +272,18 @@ uint64_t LoadGen::outstanding(size_t target) const {
     return targets_[target].outstanding;
 }
 
+int64_t LoadGen::oldest_waiting_ns(size_t target, int64_t now) const {
+    int64_t oldest = 0;
+    const Target& t = targets_[target];
+    for (size_t i = t.first; i < t.end; ++i) {
+        const Conn& c = conns_[i];
+        if (!c.work && !c.due.empty()) {
+            oldest = std::max(oldest, now - c.due.front());
+        }
+    }
+    return oldest;
+}
+
 void LoadGen::on_connected(Conn& c) {
     c.state = Conn::State::open;
     epoll_event ev{};

@@ -118,6 +118,9 @@ public:
     int open_conns(size_t target) const;
     // Requests sent and not yet answered, on the target's live connections.
     uint64_t outstanding(size_t target) const;
+    // How long the oldest request in flight on the target's load connections (not the WORK
+    // ones) has been waiting since it was due, in ns; 0 if none is.
+    int64_t oldest_waiting_ns(size_t target, int64_t now) const;
 
     // Sends one request on every open connection (before start()) and waits up to `deadline`
     // for the replies, so that the server has set up whatever it keeps per connection. Returns
