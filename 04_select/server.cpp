@@ -114,6 +114,9 @@ void on_accept(Server& s) {
                     refuse(s, conn_fd);
                 }
                 s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+                if (conn_fd < 0) {
+                    return;  // EAGAIN: accept reports EMFILE before it looks at the backlog
+                }
                 continue;
             }
             return;  // EAGAIN: the backlog is empty. ECONNABORTED and the like: try next pass.
