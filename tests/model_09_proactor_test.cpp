@@ -1,0 +1,247 @@
+// 09_proactor, its epoll emulation and Asio: what the conformance suite does not reach.
+//  - Echo burst: 16 connections each send 1 MiB at once, reading while they write, then shut
+//    down their write side; every byte comes back in order, then the server closes. This drives
+//    the io_uring variant through provided-buffer exhaustion (-ENOBUFS), backpressure (cancelled
+//    recvs) and short sends, and the others through their high-water marks.
+//  - Head-of-line blocking, the seed's big handler: with WORK 1000 in flight on one connection, a
+//    PING on another is answered within 100 ms by the variants with workers, and only after the
+//    WORK by the single-loop io_uring proactor.
+//  - Connection churn: 300 connections opened, used and closed (some with RST) one after the
+//    other, 200 more held open at once; afterwards STATS counts exactly the one asking, which
+//    checks that the proactor frees a connection only after its last completion, and once.
+//  - The client, piped: every reply in order, exit 0; a long pipelined input.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/clients.hpp"
+#include "harness/process.hpp"
+#include "harness/registry.hpp"
+
+using namespace iolab;
+using namespace std::chrono;
+
+namespace {
+
+const char* const kVariants[] = {"09_proactor", "09_proactor_epoll", "09_proactor_asio"};
+
+ServerProcess start(const std::string& name, const std::vector<std::string>& extra = {}) {
+    for (const Variant& v : registry(IOLAB_BIN_DIR)) {
+        if (v.name == name) {
+            return ServerProcess::start(v, extra);
+        }
+    }
+    ServerProcess none;
+    return none;
+}
+
+// In a loop over the variants: a variant this machine refuses (exit 77) is skipped, the others
+// still run.
+#define START_OR_SKIP(server, name)                                          \
+    ASSERT_NE((server).state(), ServerProcess::State::failed)                \
+        << (name) << ": " << (server).reason();                              \
+    if ((server).state() == ServerProcess::State::cannot_run) {              \
+        std::printf("skipping %s: %s\n", (name), (server).reason().c_str()); \
+        continue;                                                            \
+    }
+
+long stat_value(const std::string& stats, const std::string& key) {
+    size_t at = stats.find(" " + key + "=");
+    return at == std::string::npos ? -1 : std::stol(stats.substr(at + key.size() + 2));
+}
+
+// Sends every connection's bytes while reading what comes back, all at once with poll(2), then
+// shuts down each write side and reads until the server closes. Returns false on the deadline.
+bool echo_burst(std::vector<Client>& conns, const std::vector<std::string>& sent,
+                std::vector<std::string>& got, milliseconds deadline) {
+    size_t n = conns.size();
+    std::vector<size_t> off(n, 0);
+    std::vector<bool> eof(n, false);
+    got.assign(n, {});
+    for (auto& c : conns) {
+        ::fcntl(c.fd(), F_SETFL, ::fcntl(c.fd(), F_GETFL) | O_NONBLOCK);
+    }
+    auto until = steady_clock::now() + deadline;
+    char buf[65536];
+    for (size_t open = n; open > 0;) {
+        if (steady_clock::now() > until) {
+            return false;
+        }
+        std::vector<pollfd> fds(n);
+        for (size_t i = 0; i < n; ++i) {
+            fds[i].fd = eof[i] ? -1 : conns[i].fd();
+            fds[i].events = POLLIN | (off[i] < sent[i].size() ? POLLOUT : 0);
+        }
+        if (::poll(fds.data(), n, 100) < 0) {
+            return false;
+        }
+        for (size_t i = 0; i < n; ++i) {
+            if (fds[i].revents & POLLOUT) {
+                ssize_t w = ::send(conns[i].fd(), sent[i].data() + off[i],
+                                   std::min<size_t>(sent[i].size() - off[i], 65536), MSG_NOSIGNAL);
+                if (w > 0 && (off[i] += static_cast<size_t>(w)) == sent[i].size()) {
+                    conns[i]
+                        .shutdown_write();  // the half-close: the server must finish, then close
+                }
+            }
+            if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t r = ::recv(conns[i].fd(), buf, sizeof buf, 0);
+                if (r > 0) {
+                    got[i].append(buf, static_cast<size_t>(r));
+                } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                    eof[i] = true;
+                    --open;
+                }
+            }
+        }
+    }
+    return true;
+}
+
+TEST(EchoBurst, SixteenConnectionsOneMiBEachLoseNothing) {
+    for (const char* name : kVariants) {
+        ServerProcess server = start(name, {"--mode", "echo"});
+        START_OR_SKIP(server, name);
+        std::mt19937 rng(9);
+        std::vector<Client> conns;
+        std::vector<std::string> sent;
+        for (int i = 0; i < 16; ++i) {
+            conns.push_back(Client::connect(server.port()));
+            std::string bytes(1 << 20, '\0');
+            for (auto& ch : bytes) {
+                ch = static_cast<char>(rng());
+            }
+            sent.push_back(std::move(bytes));
+        }
+        std::vector<std::string> got;
+        ASSERT_TRUE(echo_burst(conns, sent, got, 60s)) << name << ": not done within 60 s";
+        for (size_t i = 0; i < conns.size(); ++i) {
+            ASSERT_EQ(got[i].size(), sent[i].size()) << name << " connection " << i;
+            EXPECT_TRUE(got[i] == sent[i]) << name << " connection " << i << ": bytes differ";
+        }
+        Client probe = Client::connect(server.port());
+        probe.send("still there\n");
+        EXPECT_EQ(probe.read_line(5s), "still there") << name;
+        EXPECT_EQ(server.stop(), 0) << name;
+    }
+}
+
+TEST(HeadOfLine, WorkStallsOnlyTheSingleLoop) {
+    for (const char* name : kVariants) {
+        bool single_loop = std::string(name) == "09_proactor";
+        ServerProcess server = start(name);
+        START_OR_SKIP(server, name);
+        Client busy = Client::connect(server.port());
+        Client other = Client::connect(server.port());
+        ASSERT_EQ(other.ask("PING"), "PONG") << name;
+        busy.send("WORK 1000\n");
+        std::this_thread::sleep_for(100ms);
+        auto t0 = steady_clock::now();
+        EXPECT_EQ(other.ask("PING", 5s), "PONG") << name;
+        auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
+        if (single_loop) {
+            // The only thread is inside WORK: the PING waits for the remaining ~900 ms.
+            EXPECT_GE(took, 700ms) << name << ": PING answered during WORK on a single loop?";
+        } else {
+            EXPECT_LT(took, 100ms) << name << ": a WORK on one connection stalled another";
+        }
+        EXPECT_EQ(busy.read_line(5s), "DONE 1000") << name;
+        // The emulated proactor's workers: four WORKs at once finish together, not in turn.
+        if (!single_loop) {
+            std::vector<Client> four;
+            for (int i = 0; i < 4; ++i) {
+                four.push_back(Client::connect(server.port()));
+                four.back().send("WORK 500\n");
+            }
+            auto t1 = steady_clock::now();
+            for (auto& c : four) {
+                EXPECT_EQ(c.read_line(5s), "DONE 500") << name;
+            }
+            EXPECT_LT(steady_clock::now() - t1, 1500ms) << name << ": WORKs ran one by one";
+        }
+        EXPECT_EQ(server.stop(), 0) << name;
+    }
+}
+
+TEST(Churn, ConnectionsAreFreedOnceAndCounted) {
+    for (const char* name : kVariants) {
+        ServerProcess server = start(name);
+        START_OR_SKIP(server, name);
+        for (int i = 0; i < 300; ++i) {
+            Client c = Client::connect(server.port());
+            ASSERT_EQ(c.ask("ECHO " + std::to_string(i)), std::to_string(i)) << name;
+            if (i % 3 == 0) {
+                c.reset();  // RST: the recv in flight fails, the connection is cancelled
+            } else if (i % 3 == 1) {
+                c.send("PING\nPING\n");  // close with replies still to send
+            }
+        }
+        std::vector<Client> held;
+        for (int i = 0; i < 200; ++i) {
+            held.push_back(Client::connect(server.port()));
+        }
+        for (auto& c : held) {
+            ASSERT_EQ(c.ask("PING"), "PONG") << name;
+        }
+        held.clear();
+        Client asker = Client::connect(server.port());
+        long conns = -1;
+        for (int tries = 0; tries < 50 && conns != 1; ++tries) {
+            std::this_thread::sleep_for(20ms);
+            conns = stat_value(asker.ask("STATS"), "conns");
+        }
+        EXPECT_EQ(conns, 1) << name << ": closed connections still counted";
+        EXPECT_TRUE(server.alive()) << name;
+        EXPECT_EQ(server.stop(), 0) << name;
+    }
+}
+
+// Runs `INPUT_COMMAND | 09_proactor_client --port P`; returns (exit status, stdout).
+std::pair<int, std::string> run_client(const std::string& input_command, uint16_t port) {
+    std::string cmd = input_command + " | timeout 10 " + std::string(IOLAB_BIN_DIR) +
+                      "/09_proactor_client --port " + std::to_string(port);
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
+        out.append(buf, n);
+    }
+    int status = ::pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(Client, PipedPrintsEveryReplyInOrder) {
+    for (const char* name : kVariants) {
+        ServerProcess server = start(name);
+        START_OR_SKIP(server, name);
+        auto [rc, out] =
+            run_client("printf 'PING\\nECHO two\\nWORK 50\\nECHO last'", server.port());
+        if (rc == 77) {
+            GTEST_SKIP() << "09_proactor_client: io_uring refused on this machine";
+        }
+        EXPECT_EQ(rc, 0) << name;
+        EXPECT_EQ(out, "PONG\ntwo\nDONE 50\nlast\n") << name;
+        // 5000 pipelined requests: every reply, in order.
+        auto [rc2, out2] = run_client("seq 1 5000 | sed 's/^/ECHO /'", server.port());
+        EXPECT_EQ(rc2, 0) << name;
+        std::string want;
+        for (int i = 1; i <= 5000; ++i) {
+            want += std::to_string(i) + "\n";
+        }
+        EXPECT_TRUE(out2 == want) << name << ": " << out2.size() << " bytes, want " << want.size();
+        EXPECT_EQ(server.stop(), 0) << name;
+    }
+}
+
+}  // namespace
