@@ -22,8 +22,9 @@
 //
 // Run it:    ./build/bin/04_select_server               (listens on 127.0.0.1:9004)
 // Talk:      nc 127.0.0.1 9004    in two terminals; WORK 3000 in one freezes the other.
-// Watch:     strace -e trace=select,accept4,recvfrom,sendto ./build/bin/04_select_server
-//            shows the sets going in and the ready ones coming back; or run with --trace.
+// Watch:     strace -e trace=select,pselect6,accept4,recvfrom,sendto ./build/bin/04_select_server
+//            (glibc calls pselect6) shows the sets going in and the ready ones coming back;
+//            or run with --trace.
 //            ss -tn 'sport = :9004' lists the connections and their queues.
 
 #include <sys/select.h>

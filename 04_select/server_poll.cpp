@@ -17,7 +17,7 @@
 //
 // Run it:    ./build/bin/04_select_poll_server          (listens on 127.0.0.1:9004)
 // Talk:      nc 127.0.0.1 9004    in two terminals; WORK 3000 in one freezes the other.
-// Watch:     strace -e trace=poll,accept4,recvfrom,sendto ./build/bin/04_select_poll_server
+// Watch:     strace -e trace=poll,ppoll,accept4,recvfrom,sendto ./build/bin/04_select_poll_server
 //            prints each pollfd array with its revents; or run with --trace.
 //            ss -tn 'sport = :9004' lists the connections and their queues.
 
