@@ -98,6 +98,7 @@ struct Server {
     Fd spare_fd;  // held in reserve, so that EMFILE can still accept and turn a client away
     std::map<int, Conn> conns;  // keyed by conn_fd
     char buf[65536];            // one read buffer for the whole loop
+    bool timer_armed = false;
     uint64_t wakeups = 0;
 };
 
@@ -284,7 +285,11 @@ std::optional<Clock::time_point> next_deadline(const Server& s) {
 }
 
 // SIGALRM at the nearest deadline, or never. setitimer with zero disarms it.
-void arm_timer(std::optional<Clock::time_point> when) {
+void arm_timer(Server& s, std::optional<Clock::time_point> when) {
+    if (!when && !s.timer_armed) {
+        return;
+    }
+    s.timer_armed = when.has_value();
     itimerval it{};
     if (when) {
         auto us = std::chrono::ceil<std::chrono::microseconds>(*when - Clock::now()).count();
@@ -341,7 +346,7 @@ int run(const ServerOptions& opt) {
             bool keep = on_readable(s, it->second) && on_timer(s, it->second, now);
             it = keep ? std::next(it) : close_conn(s, it);
         }
-        arm_timer(next_deadline(s));
+        arm_timer(s, next_deadline(s));
 
         // Phase 1: sleep until the kernel signals. SIGIO raised while we served is already
         // pending, so this returns at once and nothing is lost.
