@@ -104,6 +104,7 @@ ServerStats stats("09_proactor");
 io_uring ring;
 proactor::BufferRing bufs;
 bool multishot_accept = true, multishot_recv = true;
+uint64_t enobufs = 0, short_sends = 0;  // for STATS: how often the two fallbacks ran
 bool running = true, accept_armed = false, accept_paused = false;
 bool tick_armed = false, tick_wanted = false;  // a drain or a paused accept wants the timer
 Fd listen_fd;
@@ -340,7 +341,9 @@ void on_recv_done(Conn& c, io_uring_cqe* cqe) {
         c.peer_closed = true;  // send what is left, then close
     } else if (res == -EINVAL && multishot_recv) {
         multishot_recv = false;  // kernel before 6.0: initiate_next posts a single-shot recv
-    } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
+    } else if (res == -ENOBUFS) {
+        ++enobufs;
+    } else if (res < 0 && res != -ECANCELED) {
         close_conn(c);  // ECONNRESET and the like: this connection only
         return;
     }
@@ -356,6 +359,7 @@ void on_send_done(Conn& c, io_uring_cqe* cqe) {
         return;
     }
     c.sent += static_cast<size_t>(cqe->res);  // short send: initiate_next sends the rest
+    short_sends += c.sent < c.sending.size() ? 1 : 0;
     mark_dirty(c);
 }
 
@@ -483,7 +487,9 @@ int run() {
     stats.extra = [flags, have_bufs] {
         return std::string("defer_taskrun=") + ((flags & IORING_SETUP_DEFER_TASKRUN) ? "1" : "0") +
                " provided_buffers=" + (have_bufs ? "1" : "0") +
-               " multishot_recv=" + (multishot_recv ? "1" : "0");
+               " multishot_recv=" + (multishot_recv ? "1" : "0") +
+               " enobufs=" + std::to_string(enobufs) +
+               " short_sends=" + std::to_string(short_sends);
     };
     listen_fd = listen_tcp(opt.host, opt.port, SOCK_CLOEXEC);
     // The stop signal is just another completion: a poll on the self-pipe.
