@@ -84,7 +84,10 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     info.load = "bench: idle 1 s; closed loop; open loop at half the closed-loop peak";
 
     ServerProcess server =
-        start_pinned(*v, {"--max-conns", std::to_string(std::max(1000, opt.conns + 16))}, pin);
+        start_pinned(*v,
+                     {"--max-conns", std::to_string(std::max(1000, opt.conns + 16)), "--max-line",
+                      std::to_string(std::max<size_t>(4096, opt.payload + 16))},
+                     pin);
     if (!server.running()) {
         bool unavailable = server.state() == ServerProcess::State::cannot_run;
         std::printf("%s: %s: %s\n", v->name.c_str(), unavailable ? "unavailable here" : "FAILED",

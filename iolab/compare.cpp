@@ -85,7 +85,10 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     for (size_t vi = 0; vi < variants.size() && !stop_requested(); ++vi) {
         const Variant& v = variants[vi];
         ServerProcess server =
-            start_pinned(v, {"--max-conns", std::to_string(std::max(1000, max_conns + 16))}, pin);
+            start_pinned(v,
+                         {"--max-conns", std::to_string(std::max(1000, max_conns + 16)),
+                          "--max-line", std::to_string(std::max<size_t>(4096, opt.payload + 16))},
+                         pin);
         if (!server.running()) {
             bool unavailable = server.state() == ServerProcess::State::cannot_run;
             skipped.push_back({v.name, unavailable, server.reason()});

@@ -169,9 +169,14 @@ std::vector<int> parse_int_list(const std::string& text) {
     std::string word;
     while (std::getline(in, word, ',')) {
         size_t used = 0;
-        int v = std::stoi(word, &used);
+        int v = 0;
+        try {
+            v = std::stoi(word, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
         if (used != word.size() || v <= 0) {
-            throw std::invalid_argument("not a positive number: " + word);
+            throw std::invalid_argument("--conns: not a positive number: " + word);
         }
         out.push_back(v);
     }
