@@ -572,7 +572,22 @@ std::string svg_chart(const ChartSpec& spec, const std::vector<Series>& series) 
           << "<text x=\"" << left - 6 << "\" y=\"" << fmt(ty(v) + 4) << "\" text-anchor=\"end\">"
           << tick_label(v) << "</text>\n";
     }
-    for (double x : xs) {
+    // x ticks: at every x in the data (connection counts), or by decades when there are many.
+    std::vector<double> xticks(xs.begin(), xs.end());
+    if (xticks.size() > 12) {
+        xticks.clear();
+        if (spec.log_x) {
+            for (double v = std::pow(10, std::ceil(std::log10(x0))); v <= x1 * 1.001; v *= 10) {
+                xticks.push_back(v);
+            }
+        } else {
+            double xstep = nice_step(x1 - x0, 8);
+            for (double v = std::ceil(x0 / xstep) * xstep; v <= x1 + xstep / 2; v += xstep) {
+                xticks.push_back(v);
+            }
+        }
+    }
+    for (double x : xticks) {
         o << "<line x1=\"" << fmt(tx(x)) << "\" y1=\"" << top << "\" x2=\"" << fmt(tx(x))
           << "\" y2=\"" << top + plot_h << "\" stroke=\"#eee\"/>\n"
           << "<text x=\"" << fmt(tx(x)) << "\" y=\"" << top + plot_h + 16
