@@ -119,21 +119,31 @@ void serve_echo(Conn& c) {
 }
 
 void serve(Fd conn_fd, ServerStats& stats, const ServerOptions& opt) {
+    const int fd = conn_fd.get();
     Conn c{std::move(conn_fd), LineParser(opt.max_line), {}};
     if (opt.idle_timeout > 0) {
-        set_io_timeouts(c.fd.get(), opt.idle_timeout);
+        set_io_timeouts(fd, opt.idle_timeout);
     }
-    if (opt.mode == Mode::qa) {
-        serve_qa(c, stats, opt);
-    } else {
-        serve_echo(c);
+    // A stop signal shuts this socket down, so a recv that is blocked on it, or about to be,
+    // returns 0 at once (see common/stop.hpp for the race this closes).
+    wake_on_stop(fd);
+    if (!stop_requested()) {
+        if (opt.mode == Mode::qa) {
+            serve_qa(c, stats, opt);
+        } else {
+            serve_echo(c);
+        }
     }
+    forget_on_stop(fd);
 }
 
 int run(const ServerOptions& opt) {
     Fd listen_fd = listen_tcp(opt.host, opt.port);
     ServerStats stats("01_blocking");
     announce_listening(listen_fd.get(), stats.model, opt);
+    // On SIGTERM the handler shuts the listening socket down: accept fails with EINVAL at once,
+    // even if the signal came just before the call.
+    wake_on_stop(listen_fd.get());
 
     while (!stop_requested()) {
         // Blocks until a client has completed the handshake. Others that connect while we
@@ -141,7 +151,7 @@ int run(const ServerOptions& opt) {
         int conn_fd = TRACE_IO("accept", listen_fd.get(),
                                ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (conn_fd < 0) {
-            // EINTR: a signal (SIGTERM?) arrived; the loop condition decides. ECONNABORTED and
+            // EINTR or EINVAL: a stop signal arrived; the loop condition decides. ECONNABORTED and
             // the like: that client is gone, take the next. EMFILE cannot last here: we hold
             // one connection at a time.
             continue;

@@ -266,6 +266,9 @@ int run(const ServerOptions& opt, int threads, size_t queue_cap) {
     }
     pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     announce_listening(listen_fd.get(), s.stats.model, opt);
+    // On SIGTERM the handler shuts the listening socket down, so accept fails at once even if
+    // the signal lands between the loop's check and the call (common/stop.hpp).
+    wake_on_stop(listen_fd.get());
 
     while (!stop_requested()) {
         wait_for_room(s);
@@ -273,7 +276,8 @@ int run(const ServerOptions& opt, int threads, size_t queue_cap) {
                                ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (conn_fd < 0) {
             // EMFILE/ENFILE: the client stays in the backlog and the next accept fails the
-            // same way at once, so pause instead of spinning. EINTR: the loop condition decides.
+            // same way at once, so pause instead of spinning. EINTR, EINVAL (shut down by a
+            // stop signal): the loop condition decides.
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
             }

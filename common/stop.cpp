@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +16,9 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 int g_pipe[2] = {-1, -1};
+static_assert(std::atomic<int>::is_always_lock_free,
+              "a signal handler may only touch lock-free atomics");
+std::atomic<int> g_wake[kWakeSlots] = {-1, -1, -1, -1, -1, -1, -1, -1};
 
 extern "C" void on_stop_signal(int) {
     int saved = errno;
@@ -24,6 +28,12 @@ extern "C" void on_stop_signal(int) {
     // waiting, which is all the loop needs to see.
     ssize_t ignored = ::write(g_pipe[1], &byte, 1);
     (void)ignored;
+    for (auto& slot : g_wake) {
+        int fd = slot.load();
+        if (fd >= 0) {
+            ::shutdown(fd, SHUT_RDWR);
+        }
+    }
     errno = saved;
 }
 
@@ -48,6 +58,24 @@ bool stop_requested() {
 
 int stop_fd() {
     return g_pipe[0];
+}
+
+void wake_on_stop(int fd) {
+    for (auto& slot : g_wake) {
+        int expected = -1;
+        if (slot.compare_exchange_strong(expected, fd)) {
+            return;
+        }
+    }
+}
+
+void forget_on_stop(int fd) {
+    for (auto& slot : g_wake) {
+        int expected = fd;
+        if (slot.compare_exchange_strong(expected, -1)) {
+            return;
+        }
+    }
 }
 
 }  // namespace iolab

@@ -537,6 +537,27 @@ Outcome sigterm_exits_zero(const Target& t) {
     return pass();
 }
 
+Outcome sigterm_right_after_reply(const Target& t) {
+    // The signal lands while the server is between calls (it has just sent a reply and is about
+    // to wait again): a model that checks a flag and then blocks would miss it.
+    for (int round = 0; round < 3; ++round) {
+        Started s = launch(t);
+        if (!s.ok()) {
+            return s.outcome;
+        }
+        Client c = Client::connect(s.server.port());
+        if (c.ask("PING") != "PONG") {
+            return fail("no PONG");
+        }
+        int code = s.server.stop(3s);
+        if (code != 0) {
+            return fail("SIGTERM right after a reply: exit " + std::to_string(code) +
+                        " (want 0 within 3 s)");
+        }
+    }
+    return pass();
+}
+
 Outcome echo_mode_8mib(const Target& t) {
     Started s = launch(t, {"--mode", "echo"});
     if (!s.ok()) {
@@ -591,6 +612,7 @@ const std::vector<NamedScenario>& all_scenarios() {
         {"MaxConns", max_conns},
         {"IdleTimeout", idle_timeout},
         {"SigtermExitsZero", sigterm_exits_zero},
+        {"SigtermRightAfterReply", sigterm_right_after_reply},
         {"EchoMode8MiB", echo_mode_8mib},
     };
     return list;

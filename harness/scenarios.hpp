@@ -45,6 +45,7 @@ Outcome never_reading_client(const Target& t);
 Outcome max_conns(const Target& t);
 Outcome idle_timeout(const Target& t);
 Outcome sigterm_exits_zero(const Target& t);
+Outcome sigterm_right_after_reply(const Target& t);
 Outcome echo_mode_8mib(const Target& t);
 
 struct NamedScenario {

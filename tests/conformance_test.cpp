@@ -11,6 +11,13 @@
 
 using namespace iolab;
 
+namespace iolab {
+// What gtest prints for a parameter: the variant's name, not its bytes.
+void PrintTo(const Variant& v, std::ostream* os) {
+    *os << v.name;
+}
+}  // namespace iolab
+
 namespace {
 
 class Conformance : public ::testing::TestWithParam<Variant> {
@@ -59,6 +66,9 @@ TEST_P(Conformance, MaxConns) {
 }
 TEST_P(Conformance, IdleTimeout) {
     run(idle_timeout);
+}
+TEST_P(Conformance, SigtermRightAfterReply) {
+    run(sigterm_right_after_reply);
 }
 TEST_P(Conformance, SigtermExitsZero) {
     run(sigterm_exits_zero);
