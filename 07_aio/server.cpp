@@ -82,8 +82,9 @@ struct Conn {
     Op op = Op::none;
     State state = State::open;
     char buf[kReadSize];
-    std::string out;  // replies not yet sent
-    size_t sent = 0;  // bytes of out already written
+    std::string out;        // replies not yet sent
+    size_t sent = 0;        // bytes of out already written
+    bool unparsed = false;  // fed since the parser last ran dry: lines may be waiting
     Clock::time_point deadline = Clock::time_point::max();
     explicit Conn(int fd, size_t max_line) : fd(fd), in(max_line) {}
 };
@@ -136,9 +137,10 @@ bool submit(Server& s, Conn& c, Op op, char* data, size_t len) {
 
 // Answers complete request lines until the batch is done or its replies pass the high-water mark.
 void answer(Server& s, Conn& c) {
-    while (c.out.size() < kHighWater) {
+    while (c.unparsed && c.out.size() < kHighWater) {
         auto line = c.in.next();
         if (!line) {
+            c.unparsed = false;
             break;
         }
         Request req = parse_request(*line);
@@ -204,6 +206,7 @@ void on_read_done(Server& s, Conn& c, ssize_t n) {
     } else if (s.opt.mode == Mode::qa) {
         // The helper thread has already copied the bytes in: phase 2 is over too.
         c.in.feed(c.buf, static_cast<size_t>(n));
+        c.unparsed = true;
     } else {
         c.out.assign(c.buf, static_cast<size_t>(n));
     }

@@ -208,13 +208,10 @@ void mark_dirty(Server& s, Conn& c) {
     }
 }
 
-// Answers complete lines until the batch is done or the replies pass the high-water mark.
+// Answers every complete line of one receive (at most kBufSize bytes, so the replies are
+// bounded too: the high-water check in on_data then stops further receives).
 void answer(Server& s, Conn& c) {
-    while (c.out.size() < kHighWater) {
-        auto line = c.in.next();
-        if (!line) {
-            break;
-        }
+    while (auto line = c.in.next()) {
         Request req = parse_request(*line);
         if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
             return;
@@ -236,9 +233,6 @@ void answer(Server& s, Conn& c) {
 void flush(Server& s, Conn& c) {
     if (c.send_armed || c.state == State::dead) {
         return;
-    }
-    if (c.out.empty() && c.state == State::open && s.opt.mode == Mode::qa) {
-        answer(s, c);  // lines left over when the high-water mark stopped the last batch
     }
     if (!c.out.empty()) {
         c.sending.swap(c.out);
@@ -329,7 +323,7 @@ void on_data(Server& s, Conn& c, const char* data, size_t n) {
         c.in.keep_rest();  // the buffer goes back to the kernel; keep any unfinished line
     }
     mark_dirty(s, c);
-    if (c.out.size() + c.sending.size() - c.sent > kHighWater || c.in.buffered() > kHighWater) {
+    if (c.out.size() + c.sending.size() - c.sent > kHighWater) {
         // The client sends faster than it reads. Stop receiving until the replies drain.
         c.paused = true;
         if (c.recv_armed && s.multishot_recv && s.br != nullptr) {
