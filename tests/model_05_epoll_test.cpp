@@ -197,15 +197,6 @@ TEST_P(Epoll, EmfileNeitherSpinsNorStopsService) {
     }
     EXPECT_GT(held, 40);
     EXPECT_GT(refused, 0);
-    Client* first = nullptr;
-    for (Client& c : clients) {
-        if (c.connected()) {
-            first = &c;
-            break;
-        }
-    }
-    ASSERT_NE(first, nullptr);
-    EXPECT_EQ(stat_value(first->ask("STATS"), "refused"), refused);
 
     // Closing some frees descriptors: new clients are served again.
     for (int i = 0; i < 20; ++i) {
@@ -214,12 +205,26 @@ TEST_P(Epoll, EmfileNeitherSpinsNorStopsService) {
     int served = 0;
     for (int attempt = 0; attempt < 100 && served < 10; ++attempt) {
         Client late = Client::connect(server.port());
-        if (late.ask("PING") == "PONG") {
+        std::string reply = late.ask("PING");
+        if (reply == "PONG") {
             ++served;
         } else {
+            EXPECT_EQ(reply, "ERR server full");
+            ++refused;
             std::this_thread::sleep_for(20ms);  // the server has not seen the closes yet
         }
     }
+    // STATS only now: UBSan's vptr check needs a free descriptor itself (it probes memory
+    // through a pipe), and STATS reads /proc through a std::ifstream.
+    Client* held_one = nullptr;
+    for (Client& c : clients) {
+        if (c.connected()) {
+            held_one = &c;
+            break;
+        }
+    }
+    ASSERT_NE(held_one, nullptr);
+    EXPECT_EQ(stat_value(held_one->ask("STATS"), "refused"), refused);
     EXPECT_EQ(served, 10);
     EXPECT_EQ(server.stop(), 0) << server.stderr_text();
 }
