@@ -270,6 +270,7 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
         o << ", \"client_cpu_pct\": " << num(r.client_cpu_pct);
         o << ", \"client_bound\": " << (r.client_bound ? "true" : "false");
         o << ", \"errors\": " << r.errors;
+        o << ", \"not_sent\": " << r.not_sent;
         o << ", \"conns_connected\": " << r.conns_connected;
         o << ", \"first_error\": " << str(r.first_error) << "}";
     }
@@ -312,7 +313,7 @@ std::string results_csv(const std::vector<PointResult>& rows) {
     o << "variant,conns,payload,mode,rate,duration_s,requests,req_per_s,p50_us,p99_us,p999_us,"
          "max_us,server_cpu_us_per_req,syscalls_per_req,threads,rss_kib,rss_per_conn_kib,"
          "ctx_switches_voluntary,ctx_switches_involuntary,client_cpu_pct,client_bound,errors,"
-         "conns_connected,first_error\n";
+         "not_sent,conns_connected,first_error\n";
     for (const PointResult& r : rows) {
         o << csv_field(r.variant) << ',' << r.conns << ',' << r.payload << ',' << r.mode << ','
           << num(r.rate, 0) << ',' << num(r.duration_s, 3) << ',' << r.requests << ','
@@ -322,7 +323,8 @@ std::string results_csv(const std::vector<PointResult>& rows) {
           << r.threads << ',' << r.rss_kib << ',' << csv_num(r.rss_per_conn_kib, 2) << ','
           << r.ctx_switches_voluntary << ',' << r.ctx_switches_involuntary << ','
           << num(r.client_cpu_pct, 1) << ',' << (r.client_bound ? "true" : "false") << ','
-          << r.errors << ',' << r.conns_connected << ',' << csv_field(r.first_error) << '\n';
+          << r.errors << ',' << r.not_sent << ',' << r.conns_connected << ','
+          << csv_field(r.first_error) << '\n';
     }
     return o.str();
 }

@@ -79,6 +79,7 @@ struct PointResult {
     double client_cpu_pct = 0;
     bool client_bound = false;
     uint64_t errors = 0;
+    uint64_t not_sent = 0;  // open loop: requests skipped by a connection 1000 replies behind
     int conns_connected = 0;
     std::string first_error;
 };

@@ -4,6 +4,7 @@
 // a single-loop server stops answering everyone else while it works, a threaded one does not.
 // Ctrl-C (or --seconds) stops the load and every server, and says how each one exited.
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -96,25 +97,35 @@ int run_demo(const DemoOptions& opt) {
         double dt = static_cast<double>(now - last) / 1e9;
         last = now;
 
+        // The table fits the terminal: without the port and waiting columns below 90 columns,
+        // without the legend when the window is too short, and no line longer than the width.
+        winsize ws{};
+        int width = 200, height = 1000;
+        if (tty && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+            width = ws.ws_col;
+            height = ws.ws_row;
+        }
+        bool wide = width >= 90;
         std::ostringstream o;
-        char line[256];
+        char line[512];
         std::snprintf(line, sizeof line,
-                      "iolab demo   %zu servers, %d connections and %.0f requests/s each%s   "
-                      "%.0f s   Ctrl-C stops",
+                      "iolab demo  %zu servers, %d conns and %.0f req/s each%s   %.0f s",
                       servers.size(), opt.conns, opt.rate,
-                      opt.stall ? (", + 1 connection sending WORK " + std::to_string(opt.stall_ms) +
-                                   " in a loop")
-                                      .c_str()
-                                : "",
+                      opt.stall ? (", --stall WORK " + std::to_string(opt.stall_ms)).c_str() : "",
                       static_cast<double>(now - started) / 1e9);
         o << line << "\n\n";
-        std::snprintf(line, sizeof line, "%-26s %5s %5s %7s %8s %7s %10s %7s %6s %7s  %s",
-                      "variant", "port", "conns", "req/s", "p99 ms", "waiting", "oldest ms",
-                      "threads", "CPU %", "RSS MiB", "status");
+        if (wide) {
+            std::snprintf(line, sizeof line, "%-23s %5s %5s %6s %7s %6s %6s %4s %5s %5s  %s",
+                          "variant", "port", "conns", "req/s", "p99 ms", "wait", "oldest", "thr",
+                          "CPU%", "RSS M", "status");
+        } else {
+            std::snprintf(line, sizeof line, "%-23s %5s %6s %7s %6s %4s %5s %5s  %s", "variant",
+                          "conns", "req/s", "p99 ms", "oldest", "thr", "CPU%", "RSS M", "status");
+        }
         o << line << "\n";
         for (auto& s : servers) {
             if (!s->process.running()) {
-                std::snprintf(line, sizeof line, "%-26s %5s  %s", s->variant.name.c_str(), "-",
+                std::snprintf(line, sizeof line, "%-23s  %s", s->variant.name.c_str(),
                               s->note.c_str());
                 o << line << "\n";
                 continue;
@@ -139,22 +150,32 @@ int run_demo(const DemoOptions& opt) {
                 status = "STALLED";
             }
             if (!st.first_error.empty()) {
-                status += " (" + st.first_error.substr(0, 40) + ")";
+                status += " (" + st.first_error + ")";
             }
             if (!s->note.empty()) {
                 status += " [" + s->note + "]";
             }
-            std::snprintf(
-                line, sizeof line, "%-26s %5u %5d %7.0f %8s %7llu %10.0f %7d %6.1f %7.1f  %s",
-                s->variant.name.c_str(), s->process.port(), gen.open_conns(s->target), rps,
-                p99_text, (unsigned long long)waiting, oldest_ms, ps ? ps->threads : 0, cpu_pct,
-                ps ? static_cast<double>(ps->rss_kib) / 1024 : 0, status.c_str());
+            int threads = ps ? ps->threads : 0;
+            double rss_mib = ps ? static_cast<double>(ps->rss_kib) / 1024 : 0;
+            if (wide) {
+                std::snprintf(line, sizeof line,
+                              "%-23s %5u %5d %6.0f %7s %6llu %6.0f %4d %5.1f %5.1f  %s",
+                              s->variant.name.c_str(), s->process.port(), gen.open_conns(s->target),
+                              rps, p99_text, (unsigned long long)waiting, oldest_ms, threads,
+                              cpu_pct, rss_mib, status.c_str());
+            } else {
+                std::snprintf(line, sizeof line, "%-23s %5d %6.0f %7s %6.0f %4d %5.1f %5.1f  %s",
+                              s->variant.name.c_str(), gen.open_conns(s->target), rps, p99_text,
+                              oldest_ms, threads, cpu_pct, rss_mib, status.c_str());
+            }
             o << line << "\n";
         }
-        o << "\nreq/s and p99: replies in the last second (latency counted from when each request "
-             "was due);\nwaiting: requests sent and not answered yet (with --stall, the WORK in "
-             "progress too);\noldest: how long the oldest of them has waited; STALLED: over "
-             "200 ms.   Talk to a server yourself: nc 127.0.0.1 PORT\n";
+        if (static_cast<int>(servers.size()) + 8 <= height) {
+            o << "\nreq/s, p99: replies in the last second, latency from when each was due.\n"
+                 "wait: requests not answered yet (with --stall, the WORK too); oldest: how long\n"
+                 "the oldest has waited (ms); STALLED: over 200 ms.   nc 127.0.0.1 PORT talks to "
+                 "one.\nCtrl-C stops the load and every server.\n";
+        }
         gen.reset_stats();
         std::string frame = o.str();
         if (tty) {
@@ -163,7 +184,7 @@ int run_demo(const DemoOptions& opt) {
             std::istringstream lines(frame);
             std::string l;
             while (std::getline(lines, l)) {
-                redraw += l + "\x1b[K\n";
+                redraw += l.substr(0, static_cast<size_t>(width - 1)) + "\x1b[K\n";
             }
             std::fputs((redraw + "\x1b[J").c_str(), stdout);
         } else {

@@ -146,6 +146,7 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     r.conns_connected = open_at_start;
     r.errors = s.errors + static_cast<uint64_t>(spec.conns - open_at_start);
     r.first_error = s.first_error;
+    r.not_sent = s.skipped;
     if (r.first_error.empty() && open_at_start < spec.conns) {
         r.first_error = std::to_string(spec.conns - open_at_start) +
                         " connection(s) lost before "

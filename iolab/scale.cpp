@@ -130,6 +130,7 @@ int run_scale(const ScaleOptions& opt, const std::string& command_line) {
         // errors under load.
         r.errors = setup_errors + s.errors;
         r.first_error = !first_error.empty() ? first_error : s.first_error;
+        r.not_sent = s.skipped;
         gen.close_all();
         int code = server.stop(std::chrono::seconds(5));
         if (code != 0) {
