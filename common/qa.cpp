@@ -1,11 +1,13 @@
 #include "qa.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 
 #include "trace.hpp"
 
@@ -144,14 +146,21 @@ Request parse_request(std::string_view line) {
 }
 
 int thread_count() {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind("Threads:", 0) == 0) {
-            return std::atoi(line.c_str() + 8);
-        }
+    // Plain open/read, no iostream: STATS must work in a server that is out of descriptors
+    // (EMFILE), and then this open fails and the count is reported as 0 instead of throwing.
+    int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
     }
-    return 0;
+    char text[4096];
+    ssize_t n = ::read(fd, text, sizeof text - 1);
+    ::close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    text[n] = '\0';
+    const char* at = std::strstr(text, "\nThreads:");
+    return at != nullptr ? std::atoi(at + 9) : 0;
 }
 
 std::string stats_line(const ServerStats& s) {
