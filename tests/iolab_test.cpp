@@ -678,6 +678,7 @@ TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     std::string dir = tmpl;
     std::string iolab = std::string(IOLAB_BIN_DIR) + "/iolab";
+    ASSERT_EQ(::access(iolab.c_str(), X_OK), 0) << iolab << " is not built (target iolab)";
     int code = run_child({iolab, "compare", "--models", names[0] + "," + names[1], "--conns", "1",
                           "--duration", "1", "--warmup", "0.1", "--out", dir},
                          dir + "/output.txt", 60s);
