@@ -98,6 +98,10 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
             done += conns.size();
             continue;
         }
+        // The baseline for memory per connection: the server after it has served one request,
+        // so that what it sets up lazily on first use (buffer rings, a thread pool's stacks) is
+        // not charged to the load's connections.
+        ask_stats(server.host(), server.port(), std::chrono::seconds(2));
         long rss_idle = 0;
         if (auto s = read_proc_stats(server.pid())) {
             rss_idle = s->rss_kib;
