@@ -1,5 +1,7 @@
 #include "net.hpp"
 
+#include "trace.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -151,7 +153,9 @@ void set_nodelay(int fd) {
 int write_all(int fd, const void* data, size_t len) {
     auto* p = static_cast<const char*>(data);
     while (len > 0) {
-        ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
+        // Traced and counted like the models' own calls, so STATS syscalls= is honest for the
+        // blocking models, whose sends all go through here.
+        ssize_t n = TRACE_IO("send", fd, ::send(fd, p, len, MSG_NOSIGNAL));
         if (n < 0 && errno == ENOTSOCK) {
             n = ::write(fd, p, len);
         }
