@@ -150,8 +150,9 @@ private:
             }
             Request req = parse_request(*line);
             if (req.verb == Verb::work) {
+                // No read is initiated while WORK is out, so buf_ keeps its bytes and the parser's
+                // view of the lines after this one stays valid until on_work_done parses them.
                 working_ = true;
-                in_.keep_rest();  // buf_ will be read into again before these lines are parsed
                 asio::post(pool_, [self = shared_from_this(), ms = req.work_ms] {
                     bool done = block_for_work(ms);
                     asio::post(self->io_, [self, ms, done] { self->on_work_done(ms, done); });

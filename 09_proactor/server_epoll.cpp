@@ -66,23 +66,28 @@ struct Conn {
     uint64_t id;
     Fd fd;
     LineParser in;
-    std::string queued;    // complete request lines read, waiting for the worker
-    std::string out;       // replies back from a worker, not yet written
-    uint32_t events = 0;   // the interest set epoll has for this socket now
-    bool job_out = false;  // a worker has this connection's job
+    std::string queued;               // complete request lines read, waiting for the worker
+    std::string out;                  // replies back from a worker, not yet written
+    std::string spare_in, spare_out;  // buffers back from the last job, reused for the next
+    uint32_t events = 0;              // the interest set epoll has for this socket now
+    bool job_out = false;             // a worker has this connection's job
     bool peer_closed = false, close_after_send = false;
     bool too_long = false, shut_after_send = false, draining = false, idle_warned = false;
     Clock::time_point last_active = Clock::now(), drain_deadline;
 };
 
 // The request queue (main -> workers) and the completion queue (workers -> main).
+// Buffers travel with the jobs and come back with the completions, so that a busy connection
+// keeps reusing the same few allocations.
 struct Job {
     uint64_t id;
     std::string bytes;  // request lines, or raw bytes in echo mode
+    std::string reply;  // an empty buffer for the replies
 };
 struct Done {
     uint64_t id;
     std::string reply;
+    std::string spare;  // the job's bytes buffer, going home
     bool quit = false;
 };
 
@@ -112,9 +117,10 @@ void worker() {
             job = std::move(jobs.front());
             jobs.pop_front();
         }
-        Done d{job.id, {}};
+        Done d{job.id, std::move(job.reply), {}};
+        d.reply.clear();
         if (opt.mode == Mode::echo) {
-            d.reply = std::move(job.bytes);
+            d.reply.swap(job.bytes);
         }
         std::string_view rest = opt.mode == Mode::qa ? job.bytes : std::string_view{};
         while (!rest.empty()) {
@@ -131,6 +137,7 @@ void worker() {
                 break;
             }
         }
+        d.spare = std::move(job.bytes);
         bool wake;
         {
             std::lock_guard lock(mu);
@@ -166,8 +173,9 @@ void start_job(Conn& c) {
     c.job_out = true;
     {
         std::lock_guard lock(mu);
-        jobs.push_back(Job{c.id, std::move(c.queued)});
+        jobs.push_back(Job{c.id, std::move(c.queued), std::move(c.spare_out)});
     }
+    c.queued = std::move(c.spare_in);
     c.queued.clear();
     jobs_cv.notify_one();
 }
@@ -313,6 +321,8 @@ void on_completions() {
         Conn& c = it->second;
         c.job_out = false;
         c.out += d.reply;
+        c.spare_out = std::move(d.reply);
+        c.spare_in = std::move(d.spare);
         if (d.quit) {
             c.close_after_send = true;
             c.queued.clear();
