@@ -134,7 +134,10 @@ io_uring_sqe* get_sqe(Server& s) {
         io_uring_submit(&s.ring);
         sqe = io_uring_get_sqe(&s.ring);
     }
-    assert(sqe != nullptr);
+    if (sqe == nullptr) {
+        std::fprintf(stderr, "07_aio_uring_server: the submission queue stays full\n");
+        std::abort();
+    }
     return sqe;
 }
 
