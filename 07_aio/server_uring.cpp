@@ -4,8 +4,9 @@
 // queue (an SQE: "accept on this socket", "receive on that one", "send these bytes") and the
 // kernel writes one completion (a CQE: the result, and the user_data we attached) into the
 // completion queue when each is done. Unlike glibc's POSIX AIO there is no helper thread: a recv
-// on a socket with no data parks on the socket's wait queue inside the kernel, and the kernel
-// itself copies the bytes when they arrive. Both phases of IO happen without us.
+// on a socket with no data parks on the socket's wait queue inside the kernel, and when the bytes
+// arrive the kernel copies them itself, as work queued for our thread that it runs inside our
+// io_uring_enter. Our code never calls recv: both phases are over when we see the CQE.
 //
 // The loop is one call per pass, io_uring_submit_and_wait(2): submit every SQE prepared since
 // the last pass and sleep until at least one CQE is there; then handle every CQE, and each
