@@ -60,6 +60,14 @@ std::optional<std::string_view> LineParser::next() {
         }
     }
     compact_own();
+    if (data_.empty()) {
+        // Nothing new fed. Whatever own_ holds is an unfinished line; keep_rest() may have
+        // saved more than a line's worth without a newline.
+        if (own_.size() > max_line_ + 1) {
+            too_long_ = true;
+        }
+        return std::nullopt;
+    }
     const void* nl = std::memchr(data_.data(), '\n', data_.size());
     if (nl == nullptr) {
         // No complete line: keep the unfinished tail. It may still need a '\r' and the '\n'
