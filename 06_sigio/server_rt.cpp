@@ -27,7 +27,7 @@
 // Watch:     strace -e trace=fcntl,rt_sigtimedwait,recvfrom,sendto ./build/bin/06_sigio_rt_server
 //            shows each siginfo with its si_fd and si_band; or run with --trace.
 //            STATS reports rt_signals= and overflows= (plain SIGIOs, each one a full scan);
-//            `ulimit -i 16` before starting it makes the queue overflow under a little load.
+//            `ulimit -i 1` before starting it makes the queue overflow at once.
 
 #include <fcntl.h>
 #include <signal.h>
