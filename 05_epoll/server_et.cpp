@@ -245,11 +245,12 @@ void on_accept(Server& s) {
             conn_fd = TRACE_IO(
                 "accept4", s.listen_fd.get(),
                 ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            int accept_errno = errno;
             if (conn_fd >= 0) {
                 refuse(s, conn_fd);
             }
             s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-            if (conn_fd < 0 && errno == EAGAIN) {
+            if (conn_fd < 0 && accept_errno == EAGAIN) {
                 return;
             }
             continue;
