@@ -159,8 +159,8 @@ int run(const ClientOptions& opt) {
             std::fflush(stdout);
             return rc;
         }
-        if (c.stdin_done && c.requests == 0) {
-            return 0;  // nothing to ask
+        if (c.stdin_done && c.answered == c.requests) {
+            return 0;  // stdin has ended and every request has its reply (or there were none)
         }
         size_t unsent = c.out.size() + c.sending.size() - c.sent;
         if (!c.send_armed && unsent > 0) {
