@@ -62,7 +62,9 @@ void trace_done(const char* op, int fd, const asio::error_code& ec, size_t n,
                 trace::Clock::time_point t0) {
     trace::count();
     if (trace::enabled()) {
-        trace::record(op, fd, ec ? -ec.value() : static_cast<long>(n), t0);
+        // EOF is Asio's own error code; trace it as recv(2) would report it, as 0 bytes.
+        long ret = ec == asio::error::eof ? 0 : ec ? -ec.value() : static_cast<long>(n);
+        trace::record(op, fd, ret, t0);
     }
 }
 
