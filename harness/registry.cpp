@@ -49,6 +49,10 @@ std::vector<Variant> registry(const std::string& bin_dir) {
     return out;
 }
 
+void PrintTo(const Variant& v, std::ostream* os) {
+    *os << v.name;
+}
+
 std::string self_dir() {
     char path[PATH_MAX];
     ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);

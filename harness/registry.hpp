@@ -2,6 +2,7 @@
 // Generated at configure time from each model's iolab_server() calls (see CMakeLists.txt).
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ struct Variant {
 
 // Every registered variant; binaries are looked up in `bin_dir`.
 std::vector<Variant> registry(const std::string& bin_dir);
+
+// What GoogleTest prints for a Variant parameter (found by argument-dependent lookup): its name.
+void PrintTo(const Variant& v, std::ostream* os);
 
 // The directory holding the running executable (build/bin for iolab and the tests).
 std::string self_dir();
