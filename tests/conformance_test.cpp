@@ -11,13 +11,6 @@
 
 using namespace iolab;
 
-namespace iolab {
-// What gtest prints for a parameter: the variant's name, not its bytes.
-void PrintTo(const Variant& v, std::ostream* os) {
-    *os << v.name;
-}
-}  // namespace iolab
-
 namespace {
 
 class Conformance : public ::testing::TestWithParam<Variant> {
