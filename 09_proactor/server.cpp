@@ -294,8 +294,10 @@ void on_accept_done(io_uring_cqe* cqe) {
 
 // The request handler: runs on bytes the kernel has already copied for us.
 void on_data(Conn& c, std::string_view data) {
-    c.last_active = Clock::now();
-    c.idle_warned = false;
+    if (opt.idle_timeout > 0) {
+        c.last_active = Clock::now();
+        c.idle_warned = false;
+    }
     if (c.draining || c.close_after_send) {
         return;
     }
@@ -457,7 +459,7 @@ void run_loop() {
         }
         // The one system call of a pass: hand the kernel every SQE started above, and sleep
         // until at least one operation has completed.
-        auto t0 = trace::Clock::now();
+        auto t0 = trace::enabled() ? trace::Clock::now() : trace::Clock::time_point{};
         int rc = io_uring_submit_and_wait(&ring, 1);
         trace::count();
         if (trace::enabled()) {

@@ -131,8 +131,10 @@ private:
             close();  // reset, and the like: this connection only
             return;
         }
-        last_active_ = Clock::now();
-        idle_warned_ = false;
+        if (opt.idle_timeout > 0) {
+            last_active_ = Clock::now();
+            idle_warned_ = false;
+        }
         if (!draining_ && opt.mode == Mode::echo) {
             out_.append(buf_.data(), n);
         } else if (!draining_) {

@@ -262,8 +262,10 @@ void on_readable(Conn& c) {
             c.peer_closed = true;
             break;
         }
-        c.last_active = Clock::now();
-        c.idle_warned = false;
+        if (opt.idle_timeout > 0) {
+            c.last_active = Clock::now();
+            c.idle_warned = false;
+        }
         if (c.draining || c.too_long) {
             continue;  // discarding what follows an over-long line
         }
