@@ -118,7 +118,7 @@ bool echo_burst(std::vector<Client>& conns, const std::vector<std::string>& sent
     return true;
 }
 
-TEST(EchoBurst, SixteenConnectionsOneMiBEachLoseNothing) {
+TEST(Proactor, EchoBurstSixteenConnectionsOneMiBEachLoseNothing) {
     for (const char* name : kVariants) {
         ServerProcess server = start(name, {"--mode", "echo"});
         START_OR_SKIP(server, name);
@@ -146,7 +146,7 @@ TEST(EchoBurst, SixteenConnectionsOneMiBEachLoseNothing) {
     }
 }
 
-TEST(HeadOfLine, WorkStallsOnlyTheSingleLoop) {
+TEST(Proactor, WorkStallsOnlyTheSingleLoop) {
     for (const char* name : kVariants) {
         bool single_loop = std::string(name) == "09_proactor";
         ServerProcess server = start(name);
@@ -183,7 +183,7 @@ TEST(HeadOfLine, WorkStallsOnlyTheSingleLoop) {
     }
 }
 
-TEST(Churn, ConnectionsAreFreedOnceAndCounted) {
+TEST(Proactor, ChurnConnectionsAreFreedOnceAndCounted) {
     for (const char* name : kVariants) {
         ServerProcess server = start(name);
         START_OR_SKIP(server, name);
@@ -231,7 +231,7 @@ std::pair<int, std::string> run_client(const std::string& input_command, uint16_
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-TEST(Client, PipedPrintsEveryReplyInOrder) {
+TEST(Proactor, ClientPipedPrintsEveryReplyInOrder) {
     if (::access((std::string(IOLAB_BIN_DIR) + "/09_proactor_client").c_str(), X_OK) != 0) {
         GTEST_SKIP() << "09_proactor_client is not built here";
     }
