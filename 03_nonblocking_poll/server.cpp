@@ -51,6 +51,9 @@ namespace {
 constexpr size_t kHighWater = 256 * 1024;
 // How long an over-long line's sender gets to read our ERR line before we close.
 constexpr auto kDrain = std::chrono::seconds(1);
+// How long a closing connection may take to accept its last replies. A client that never reads
+// would otherwise hold its connection (and up to kHighWater of output) for ever.
+constexpr auto kCloseGrace = std::chrono::seconds(5);
 // After EMFILE, leave new clients in the backlog this long rather than failing every pass.
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 
@@ -68,7 +71,7 @@ struct Conn {
     size_t sent = 0;  // bytes at the front of `out` already sent
     State state = State::open;
     Clock::time_point last_input;   // for --idle-timeout
-    Clock::time_point drain_until;  // while draining
+    Clock::time_point drain_until;  // while draining or closing: give up at this time
     bool fin_sent = false;          // while draining: write side shut down after the ERR line
 };
 
@@ -91,6 +94,11 @@ void close_conn(Server& s, Conn& c) {
     c.fd.reset();
     c.state = State::closed;
     s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void begin_closing(Conn& c, Clock::time_point now) {
+    c.state = State::closing;
+    c.drain_until = now + kCloseGrace;
 }
 
 // Takes every client waiting in the backlog; the listening socket is non-blocking too, so the
@@ -160,7 +168,7 @@ void handle_requests(Server& s, Conn& c) {
         append_reply(c.out, req, s.stats);
         s.stats.requests.fetch_add(1, std::memory_order_relaxed);
         if (req.verb == Verb::quit) {
-            c.state = State::closing;
+            begin_closing(c, Clock::now());
             return;
         }
     }
@@ -185,9 +193,10 @@ void on_readable(Server& s, Conn& c, Clock::time_point now) {
     }
     if (n == 0) {
         // The client shut down its write side. Send what it is owed, then close.
-        c.state = c.state == State::draining ? State::closed : State::closing;
-        if (c.state == State::closed) {
+        if (c.state == State::draining) {
             close_conn(s, c);
+        } else {
+            begin_closing(c, now);
         }
         return;
     }
@@ -214,7 +223,7 @@ void visit(Server& s, Conn& c, Clock::time_point now) {
             on_writable(s, c);  // the replies to this batch, in one send
         }
     }
-    if (c.state == State::closing && c.out.empty()) {
+    if (c.state == State::closing && (c.out.empty() || now >= c.drain_until)) {
         close_conn(s, c);
     } else if (c.state == State::draining) {
         if (c.out.empty() && !c.fin_sent) {
@@ -232,7 +241,7 @@ void visit(Server& s, Conn& c, Clock::time_point now) {
     } else if (c.state == State::open && s.opt.idle_timeout > 0 &&
                now - c.last_input >= std::chrono::duration<double>(s.opt.idle_timeout)) {
         c.out += kIdleTimeout;
-        c.state = State::closing;
+        begin_closing(c, now);
     }
 }
 
