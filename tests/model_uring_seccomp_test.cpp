@@ -30,13 +30,6 @@
 
 #include "harness/registry.hpp"
 
-namespace iolab {
-// So that a failure names the variant instead of dumping its bytes.
-void PrintTo(const Variant& v, std::ostream* os) {
-    *os << v.name;
-}
-}  // namespace iolab
-
 using namespace iolab;
 
 namespace {
