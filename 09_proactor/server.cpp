@@ -292,6 +292,22 @@ void on_accept_done(io_uring_cqe* cqe) {
     mark_dirty(*conns[slot]);
 }
 
+// The only thread is about to block in a WORK. Hand the kernel the replies this pass has already
+// produced first, so that only requests arriving during the WORK wait for it (not also the
+// replies that happened to be dispatched before it in the same batch of completions).
+void submit_before_blocking(Conn& c) {
+    mark_dirty(c);
+    for (size_t i = 0; i < dirty.size(); ++i) {
+        if (Conn* d = conns[dirty[i]].get(); d != nullptr && d->dirty) {
+            initiate_next(*d);
+        }
+    }
+    dirty.clear();
+    trace::count();
+    io_uring_submit(&ring);
+    mark_dirty(c);
+}
+
 // The request handler: runs on bytes the kernel has already copied for us.
 void on_data(Conn& c, std::string_view data) {
     if (opt.idle_timeout > 0) {
@@ -308,8 +324,11 @@ void on_data(Conn& c, std::string_view data) {
     c.in.feed(data);
     while (auto line = c.in.next()) {
         Request req = parse_request(*line);
-        if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
-            return;  // stopping; the loop ends after this pass
+        if (req.verb == Verb::work) {
+            submit_before_blocking(c);
+            if (!block_for_work(req.work_ms)) {
+                return;  // stopping; the loop ends after this pass
+            }
         }
         append_reply(c.out, req, stats);
         stats.requests.fetch_add(1, std::memory_order_relaxed);
