@@ -31,14 +31,19 @@ std::atomic<bool> g_input_done{false};
 // stdin -> socket. Blocks in read(2) on stdin without holding up the replies.
 void send_requests(int sock) {
     char buf[65536];
+    char last = '\n';
     for (;;) {
         long n = read_some(STDIN_FILENO, buf, sizeof buf);
         if (n <= 0) {
             break;
         }
+        last = buf[n - 1];
         if (write_all(sock, buf, static_cast<size_t>(n)) != 0) {
             return;  // the server is gone; the main thread will see it too
         }
+    }
+    if (last != '\n') {
+        write_all(sock, "\n", 1);  // a last line without its newline is still a request
     }
     g_input_done = true;
     // FIN after the last request: the server answers what it has, then closes.

@@ -77,14 +77,19 @@ int run(const ClientOptions& opt) {
     bool fin_sent = false;
     bool send_failed = false;
     std::string line, last_line;  // to recognise BYE
+    char last_in = '\n';          // the last byte read from stdin
     char buf[65536];
     for (;;) {
         if (!input_done && pending.size() - sent < kMaxPending) {
             ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
             if (n > 0) {
                 pending.append(buf, static_cast<size_t>(n));
+                last_in = buf[n - 1];
             } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                 input_done = true;
+                if (last_in != '\n') {
+                    pending += '\n';  // a last line without its newline is still a request
+                }
             }
         }
         if (sent < pending.size()) {

@@ -44,9 +44,10 @@ struct Session {
     size_t sent = 0;
     bool stdin_eof = false;
     bool shut_wr = false;
-    long requests = 0;  // '\n's read from stdin
-    long replies = 0;   // '\n's received from the server
-    std::string line;   // the start of the reply line being received, to spot BYE
+    long requests = 0;    // '\n's read from stdin
+    char last_in = '\n';  // the last byte read from stdin
+    long replies = 0;     // '\n's received from the server
+    std::string line;     // the start of the reply line being received, to spot BYE
     bool saw_bye = false;
     size_t pending() const { return to_server.size() - sent; }
 };
@@ -70,9 +71,14 @@ void on_stdin(Session& s) {
     long n = read_some(STDIN_FILENO, buf, sizeof buf);
     if (n <= 0) {
         s.stdin_eof = true;
+        if (s.last_in != '\n') {
+            s.to_server += '\n';  // a last line without its newline is still a request
+            ++s.requests;
+        }
         return;
     }
     s.requests += std::count(buf, buf + n, '\n');
+    s.last_in = buf[n - 1];
     s.to_server.append(buf, static_cast<size_t>(n));
 }
 
