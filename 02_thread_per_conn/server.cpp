@@ -49,6 +49,8 @@
 #include "common/stop.hpp"
 #include "common/trace.hpp"
 
+#include "conn.hpp"
+
 using namespace iolab;
 
 namespace {
@@ -57,12 +59,6 @@ namespace {
 constexpr int kDrainMs = 1000;
 // How long main waits for the connection threads after a stop signal.
 constexpr auto kStopWait = std::chrono::milliseconds(2500);
-
-struct Conn {
-    Fd fd;
-    LineParser in;
-    std::string out;  // replies to one batch of requests, sent with one write_all
-};
 
 // The connections that have a thread, so that main can shut them all down on SIGTERM. An fd is
 // in `fds` exactly while it is open: a thread erases its fd before closing it, so main never shuts
@@ -82,74 +78,6 @@ struct Server {
     Live live;
 };
 
-bool flush(Conn& c) {
-    int rc = write_all(c.fd.get(), c.out);
-    c.out.clear();
-    return rc == 0;
-}
-
-enum class Ending { close, drain };
-
-// Question-answer mode, the same loop as 01: read, answer every complete line, repeat.
-Ending serve_qa(Conn& c, Server& s) {
-    char buf[16384];
-    for (;;) {
-        // Only this thread sleeps here. The kernel wakes it when this client's bytes arrive.
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
-        if (n == 0) {
-            return Ending::close;  // the client closed its side, or main shut us down
-        }
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // SO_RCVTIMEO expired
-                c.out += kIdleTimeout;
-                flush(c);
-            }
-            return Ending::close;
-        }
-        c.in.feed(buf, static_cast<size_t>(n));
-        while (auto line = c.in.next()) {
-            Request req = parse_request(*line);
-            if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
-                return Ending::close;  // stopping
-            }
-            append_reply(c.out, req, s.stats);
-            s.stats.requests.fetch_add(1, std::memory_order_relaxed);
-            if (req.verb == Verb::quit) {
-                flush(c);
-                return Ending::close;
-            }
-        }
-        if (c.in.too_long()) {
-            c.out += too_long_reply(s.opt.max_line);
-            flush(c);
-            return Ending::drain;
-        }
-        if (!flush(c)) {
-            return Ending::close;
-        }
-    }
-}
-
-// Echo mode: every byte back; EOF means the client has shut down its write side.
-Ending serve_echo(Conn& c) {
-    char buf[65536];
-    for (;;) {
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return Ending::close;
-        }
-        if (write_all(c.fd.get(), buf, static_cast<size_t>(n)) != 0) {
-            return Ending::close;
-        }
-    }
-}
-
 // The body of every connection thread. It receives a plain descriptor, not an Fd, so that if
 // std::thread cannot start, the descriptor is still main's to answer and close.
 void connection_thread(int conn_fd, Server& s) {
@@ -157,7 +85,7 @@ void connection_thread(int conn_fd, Server& s) {
     if (s.opt.idle_timeout > 0) {
         set_io_timeouts(c.fd.get(), s.opt.idle_timeout);
     }
-    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s) : serve_echo(c);
+    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s.opt, s.stats) : serve_echo(c);
     {
         std::lock_guard lock(s.live.mu);
         s.live.fds.erase(c.fd.get());

@@ -47,6 +47,8 @@
 #include "common/stop.hpp"
 #include "common/trace.hpp"
 
+#include "conn.hpp"
+
 using namespace iolab;
 using Clock = std::chrono::steady_clock;
 
@@ -56,12 +58,6 @@ namespace {
 constexpr int kDrainMs = 1000;
 // How long a full queue may stand still before new clients are turned away.
 constexpr auto kPatience = std::chrono::seconds(1);
-
-struct Conn {
-    Fd fd;
-    LineParser in;
-    std::string out;  // replies to one batch of requests, sent with one write_all
-};
 
 // Everything the main thread and the workers share, under one mutex.
 struct Pool {
@@ -84,80 +80,12 @@ struct Server {
     Pool pool;
 };
 
-bool flush(Conn& c) {
-    int rc = write_all(c.fd.get(), c.out);
-    c.out.clear();
-    return rc == 0;
-}
-
-enum class Ending { close, drain };
-
-// Question-answer mode, the same loop as 01: read, answer every complete line, repeat.
-Ending serve_qa(Conn& c, Server& s) {
-    char buf[16384];
-    for (;;) {
-        // This worker sleeps here, and while it does it serves nobody else.
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
-        if (n == 0) {
-            return Ending::close;  // the client closed its side, or main shut us down
-        }
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // SO_RCVTIMEO expired
-                c.out += kIdleTimeout;
-                flush(c);
-            }
-            return Ending::close;
-        }
-        c.in.feed(buf, static_cast<size_t>(n));
-        while (auto line = c.in.next()) {
-            Request req = parse_request(*line);
-            if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
-                return Ending::close;  // stopping
-            }
-            append_reply(c.out, req, s.stats);
-            s.stats.requests.fetch_add(1, std::memory_order_relaxed);
-            if (req.verb == Verb::quit) {
-                flush(c);
-                return Ending::close;
-            }
-        }
-        if (c.in.too_long()) {
-            c.out += too_long_reply(s.opt.max_line);
-            flush(c);
-            return Ending::drain;
-        }
-        if (!flush(c)) {
-            return Ending::close;
-        }
-    }
-}
-
-// Echo mode: every byte back; EOF means the client has shut down its write side.
-Ending serve_echo(Conn& c) {
-    char buf[65536];
-    for (;;) {
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return Ending::close;
-        }
-        if (write_all(c.fd.get(), buf, static_cast<size_t>(n)) != 0) {
-            return Ending::close;
-        }
-    }
-}
-
 void serve(Fd conn_fd, Server& s) {
     Conn c{std::move(conn_fd), LineParser(s.opt.max_line), {}};
     if (s.opt.idle_timeout > 0) {
         set_io_timeouts(c.fd.get(), s.opt.idle_timeout);
     }
-    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s) : serve_echo(c);
+    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s.opt, s.stats) : serve_echo(c);
     {
         std::lock_guard lock(s.pool.mu);
         s.pool.serving.erase(c.fd.get());
