@@ -9,7 +9,7 @@
 // phase 2 (the copy) without ever waiting, because the kernel just said they can make progress.
 //
 // What the kernel guarantees: select is level-triggered. A socket with unread bytes is reported
-// readable on every call until we read them, so reading once per wake-up is enough. A new
+// readable on every call until we read them, so one recv per wake-up is enough. A new
 // connection waiting in the backlog makes the listening socket readable; an EOF or a reset makes
 // a connection readable too (recv then returns 0 or an error).
 //
@@ -26,20 +26,23 @@
 //            (glibc calls pselect6) shows the sets going in and the ready ones coming back;
 //            or run with --trace.
 //            ss -tn 'sport = :9004' lists the connections and their queues.
+//
+// The layout, the names and the policies (accept, read, write, timers, refusal) are the same in
+// every model: docs/listings.md.
 
 #include <sys/select.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
-#include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -50,207 +53,54 @@ using namespace iolab;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// Stop reading from a connection while this many reply bytes wait for it: a client that sends
-// requests but never reads replies must not grow our memory without bound.
-constexpr size_t kHighWater = 256 * 1024;
-// How long a connection we are closing on our own gets to read our last line.
-constexpr auto kLingerTime = std::chrono::seconds(1);
-
 struct Conn {
-    Conn(Fd conn_fd, size_t max_line)
-        : fd(std::move(conn_fd)), in(max_line), last_active(Clock::now()) {}
+    Conn(int conn_fd, size_t max_line) : fd(conn_fd), in(max_line) {}
     Fd fd;
     LineParser in;
-    std::string out;  // replies the kernel has not taken yet, from out[sent] on
-    size_t sent = 0;
-    Clock::time_point last_active;
-    bool peer_done = false;  // recv returned 0: send what is left, then close
-    bool finishing = false;  // QUIT, over-long line or idle: flush, shut down, discard input
-    bool shut_wr = false;
-    Clock::time_point finish_by;
-    size_t pending() const { return out.size() - sent; }
+    std::string out;  // bytes owed to the client; the first out_sent are already sent
+    size_t out_sent = 0;
+    bool peer_done = false;  // recv returned 0: the client has shut down its write side
+    bool closing = false;    // QUIT, over-long line or a timeout: send what is owed, then linger
+    bool wr_shut = false;    // shutdown(SHUT_WR) done
+    TimerList<Conn>::Entry idle_timer{this};
+    TimerList<Conn>::Entry request_timer{this};
+    TimerList<Conn>::Entry linger_timer{this};
+    size_t pending() const { return out.size() - out_sent; }
 };
 
 struct Server {
-    explicit Server(const ServerOptions& o) : opt(o) {}
+    explicit Server(const ServerOptions& o)
+        : opt(o),
+          idle_timers(o.idle_limit()),
+          request_timers(o.mode == Mode::qa ? o.request_limit() : Clock::duration::zero()),
+          linger_timers(kLinger) {}
     const ServerOptions& opt;
     ServerStats stats{"04_select"};
     Fd listen_fd;
-    Fd spare_fd;  // held in reserve, so that EMFILE can still accept and turn a client away
-    int max_conns = 0;
-    std::map<int, Conn> conns;  // keyed by conn_fd; every key is below FD_SETSIZE
-    char buf[65536];            // one read buffer for the whole loop
+    SpareFd spare_fd;                          // given up for a moment at EMFILE
+    int max_conns = 0;                         // --max-conns, capped at FD_SETSIZE
+    std::vector<std::unique_ptr<Conn>> conns;  // indexed by conn_fd; every index < FD_SETSIZE
+    TimerList<Conn> idle_timers, request_timers, linger_timers;
+    Clock::time_point now;  // when the current select returned
+    char buf[65536];        // one read buffer for the whole loop
 };
 
-void finish(Conn& c, std::string_view last_words) {
-    c.out += last_words;
-    c.finishing = true;
-    c.finish_by = Clock::now() + kLingerTime;
-}
+void on_accept(Server& s);
+bool on_readable(Server& s, Conn& c);
+void answer(Server& s, Conn& c, std::string_view data);
+bool on_writable(Server& s, Conn& c);
+void start_closing(Server& s, Conn& c, std::string_view last_line);
+void close_conn(Server& s, Conn& c);
+std::optional<Clock::time_point> expire_timers(Server& s);
 
-// Turns a client away without keeping it: one best-effort send, then close.
-void refuse(Server& s, int conn_fd) {
-    TRACE_IO("send", conn_fd,
-             ::send(conn_fd, kServerFull.data(), kServerFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT));
-    ::close(conn_fd);
-    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
-}
-
-void on_accept(Server& s) {
-    for (;;) {
-        int conn_fd =
-            TRACE_IO("accept", s.listen_fd.get(),
-                     ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (conn_fd < 0) {
-            if (errno == EMFILE && s.spare_fd) {
-                // Out of descriptors, and the listening socket stays readable (level-triggered):
-                // without this, select would return at once forever. Free the spare, take the
-                // client, refuse it, take the spare back.
-                s.spare_fd.reset();
-                conn_fd = TRACE_IO("accept", s.listen_fd.get(),
-                                   ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-                if (conn_fd >= 0) {
-                    refuse(s, conn_fd);
-                }
-                s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-                if (conn_fd < 0) {
-                    return;  // EAGAIN: accept reports EMFILE before it looks at the backlog
-                }
-                continue;
-            }
-            return;  // EAGAIN: the backlog is empty. ECONNABORTED and the like: try next pass.
-        }
-        if (conn_fd >= FD_SETSIZE || static_cast<int>(s.conns.size()) >= s.max_conns) {
-            refuse(s, conn_fd);  // never FD_SET a descriptor >= FD_SETSIZE
-            continue;
-        }
-        set_nodelay(conn_fd);
-        s.conns.try_emplace(conn_fd, Fd(conn_fd), s.opt.max_line);
-        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
-        s.stats.conns.fetch_add(1, std::memory_order_relaxed);
-    }
-}
-
-// Sends what the kernel will take now. Returns false if the connection is over.
-bool on_writable(Conn& c) {
-    while (c.pending() > 0) {
-        ssize_t n = TRACE_IO("send", c.fd.get(),
-                             ::send(c.fd.get(), c.out.data() + c.sent, c.pending(), MSG_NOSIGNAL));
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            // EAGAIN: the socket's send buffer is full; select will say when it has room.
-            return errno == EAGAIN || errno == EWOULDBLOCK;
-        }
-        c.sent += static_cast<size_t>(n);
-        c.last_active = Clock::now();
-    }
-    c.out.clear();
-    c.sent = 0;
-    if (c.peer_done) {
-        return false;  // everything answered and sent
-    }
-    if (c.finishing && !c.shut_wr) {
-        // FIN after our last line. A plain close with unread input would send RST instead,
-        // and a RST can destroy the line before the client reads it.
-        ::shutdown(c.fd.get(), SHUT_WR);
-        c.shut_wr = true;
-    }
-    return true;
-}
-
-// Every complete request line in this read: answer them all into c.out, in order.
-void handle_requests(Server& s, Conn& c, size_t n) {
-    c.in.feed(s.buf, n);
-    while (auto line = c.in.next()) {
-        Request req = parse_request(*line);
-        if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
-            return;  // stopping
-        }
-        append_reply(c.out, req, s.stats);
-        s.stats.requests.fetch_add(1, std::memory_order_relaxed);
-        if (req.verb == Verb::quit) {
-            finish(c, "");
-            return;
-        }
-    }
-    if (c.in.too_long()) {
-        finish(c, too_long_reply(s.opt.max_line));
-    }
-}
-
-// One recv per wake-up: select is level-triggered and will report the rest next time.
-bool on_readable(Server& s, Conn& c) {
-    ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), s.buf, sizeof s.buf, 0));
-    if (n < 0) {
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-    }
-    if (n == 0) {
-        if (c.finishing) {
-            return false;  // the client read our last line and closed
-        }
-        c.peer_done = true;
-        return on_writable(c);
-    }
-    c.last_active = Clock::now();
-    if (c.finishing) {
-        return true;  // discard: we only wait for the client to close
-    }
-    if (s.opt.mode == Mode::echo) {
-        c.out.append(s.buf, static_cast<size_t>(n));
-    } else {
-        handle_requests(s, c, static_cast<size_t>(n));
-    }
-    return on_writable(c);  // one batch of replies, one write
-}
-
-// Idle and linger deadlines. Returns false if the connection is over.
-bool on_timer(Server& s, Conn& c, Clock::time_point now) {
-    if (c.finishing) {
-        return now < c.finish_by;
-    }
-    if (s.opt.idle_timeout > 0 &&
-        now - c.last_active >= std::chrono::duration<double>(s.opt.idle_timeout)) {
-        finish(c, kIdleTimeout);
-        return on_writable(c);
-    }
-    return true;
-}
-
-std::optional<Clock::time_point> next_deadline(const Server& s) {
-    std::optional<Clock::time_point> next;
-    auto idle = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(s.opt.idle_timeout));
-    for (const auto& [fd, c] : s.conns) {
-        std::optional<Clock::time_point> t;
-        if (c.finishing) {
-            t = c.finish_by;
-        } else if (s.opt.idle_timeout > 0) {
-            t = c.last_active + idle;
-        }
-        if (t && (!next || *t < *next)) {
-            next = t;
-        }
-    }
-    return next;
-}
-
-std::map<int, Conn>::iterator close_conn(Server& s, std::map<int, Conn>::iterator it) {
-    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
-    return s.conns.erase(it);  // ~Fd closes the socket
-}
-
+// listing: loop
 int run(const ServerOptions& opt) {
     Server s(opt);
     s.listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK);
-    s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    // --max-conns is capped: no more than FD_SETSIZE descriptors fit in a set.
-    s.max_conns = std::min(opt.max_conns, FD_SETSIZE);
+    s.max_conns = std::min(opt.max_conns, FD_SETSIZE);  // no more descriptors fit in a set
     announce_listening(s.listen_fd.get(), s.stats.model, opt);
 
+    std::optional<Clock::time_point> deadline;  // the next idle, request or linger timeout
     while (!stop_requested()) {
         fd_set rset;
         fd_set wset;
@@ -259,57 +109,214 @@ int run(const ServerOptions& opt) {
         FD_SET(s.listen_fd.get(), &rset);
         FD_SET(stop_fd(), &rset);
         int maxfd = std::max(s.listen_fd.get(), stop_fd());
-        for (const auto& [fd, c] : s.conns) {
-            if (!c.peer_done && (c.finishing || c.pending() < kHighWater)) {
-                FD_SET(fd, &rset);
-            }
-            if (c.pending() > 0) {
-                FD_SET(fd, &wset);
-            }
-            maxfd = std::max(maxfd, fd);
-        }
-        timeval tv{};
-        timeval* timeout = nullptr;  // no deadline: sleep until some descriptor is ready
-        if (auto next = next_deadline(s)) {
-            auto us = std::chrono::ceil<std::chrono::microseconds>(*next - Clock::now()).count();
-            us = std::max<long long>(us, 0);
-            tv.tv_sec = static_cast<time_t>(us / 1000000);
-            tv.tv_usec = static_cast<suseconds_t>(us % 1000000);
-            timeout = &tv;
-        }
-
-        // Phase 1 for every socket at once: the thread sleeps here, and only here.
-        int nready = TRACE_IO("select", -1, ::select(maxfd + 1, &rset, &wset, nullptr, timeout));
-        if (nready < 0) {
-            if (errno == EINTR) {
+        for (const auto& c : s.conns) {
+            if (c == nullptr) {
                 continue;
             }
+            if (!c->peer_done && (c->closing || c->pending() < kHighWater)) {
+                FD_SET(c->fd.get(), &rset);
+            }
+            if (c->pending() > 0) {
+                FD_SET(c->fd.get(), &wset);
+            }
+            maxfd = std::max(maxfd, c->fd.get());
+        }
+        timeval tv{};
+        int ms = timeout_ms(deadline, Clock::now());
+        tv.tv_sec = ms / 1000;
+        tv.tv_usec = (ms % 1000) * 1000;
+
+        // Phase 1 for every socket at once: the thread sleeps here, and only here.
+        int nready = TRACE_IO("select", -1,
+                              ::select(maxfd + 1, &rset, &wset, nullptr, ms < 0 ? nullptr : &tv));
+        if (nready < 0 && errno != EINTR) {
             throw_errno("select");
         }
-        if (FD_ISSET(stop_fd(), &rset)) {
+        s.now = Clock::now();
+        if (nready > 0 && FD_ISSET(stop_fd(), &rset)) {
             break;
         }
-        if (FD_ISSET(s.listen_fd.get(), &rset)) {
+        if (nready > 0 && FD_ISSET(s.listen_fd.get(), &rset)) {
             on_accept(s);  // new conn_fds were not in this pass's sets: FD_ISSET is 0 for them
         }
-        auto now = Clock::now();
-        for (auto it = s.conns.begin(); it != s.conns.end();) {
-            int fd = it->first;
-            Conn& c = it->second;
-            bool keep = true;
+        // Phase 2, for the ready ones: scan every descriptor up to maxfd, as the kernel did.
+        for (int fd = 0; nready > 0 && fd <= maxfd && fd < static_cast<int>(s.conns.size()); ++fd) {
+            Conn* c = s.conns[static_cast<size_t>(fd)].get();
+            if (c == nullptr) {
+                continue;
+            }
+            if (FD_ISSET(fd, &wset) && !on_writable(s, *c)) {
+                continue;
+            }
             if (FD_ISSET(fd, &rset)) {
-                keep = on_readable(s, c);
+                on_readable(s, *c);
             }
-            if (keep && FD_ISSET(fd, &wset)) {
-                keep = on_writable(c);
-            }
-            if (keep) {
-                keep = on_timer(s, c, now);
-            }
-            it = keep ? std::next(it) : close_conn(s, it);
         }
+        deadline = expire_timers(s);
     }
     return 0;  // ~Server closes every connection and the listening socket
+}
+// end listing: loop
+
+// ---- the handlers ----
+
+void on_accept(Server& s) {
+    for (int i = 0; i < kAcceptBudget; ++i) {
+        int conn_fd =
+            TRACE_IO("accept4", s.listen_fd.get(),
+                     ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (conn_fd < 0) {
+            // Out of descriptors, the client stays in the backlog and the listening socket stays
+            // readable: the spare descriptor makes room to turn it away (common/conn.hpp).
+            if ((errno == EMFILE || errno == ENFILE) &&
+                s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
+                continue;
+            }
+            return;  // EAGAIN: the backlog is empty. ECONNABORTED and the like: next pass.
+        }
+        if (conn_fd >= FD_SETSIZE ||
+            s.stats.conns.load(std::memory_order_relaxed) >= static_cast<uint64_t>(s.max_conns)) {
+            refuse(s.stats, conn_fd);  // ERR server full; never FD_SET a descriptor >= FD_SETSIZE
+            continue;
+        }
+        set_nodelay(conn_fd);
+        auto c = std::make_unique<Conn>(conn_fd, s.opt.max_line);
+        s.idle_timers.arm(c->idle_timer, s.now);
+        if (s.conns.size() <= static_cast<size_t>(conn_fd)) {
+            s.conns.resize(static_cast<size_t>(conn_fd) + 1);
+        }
+        s.conns[static_cast<size_t>(conn_fd)] = std::move(c);
+        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+        s.stats.conns.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+// One recv per wake-up: select is level-triggered and reports the rest on the next pass.
+// Returns false if the connection is over.
+bool on_readable(Server& s, Conn& c) {
+    ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), s.buf, sizeof s.buf, 0));
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return true;
+        }
+        close_conn(s, c);  // ECONNRESET and the like: the client is gone
+        return false;
+    }
+    if (n == 0) {
+        if (c.closing) {
+            close_conn(s, c);  // the client read our last line and closed
+            return false;
+        }
+        c.peer_done = true;  // send what is still owed (echo: the rest of the stream), then close
+        return on_writable(s, c);
+    }
+    if (c.closing) {
+        return true;  // lingering: read only so that close(2) finds no unread input
+    }
+    s.idle_timers.arm(c.idle_timer, s.now);
+    if (s.opt.mode == Mode::echo) {
+        c.out.append(s.buf, static_cast<size_t>(n));
+    } else {
+        answer(s, c, {s.buf, static_cast<size_t>(n)});
+    }
+    return on_writable(s, c);  // all replies to this read in one send
+}
+
+// Answers every complete request line in `data`, appending the replies to c.out in order.
+void answer(Server& s, Conn& c, std::string_view data) {
+    bool line_ended = false;
+    c.in.feed(data);
+    while (auto line = c.in.next()) {
+        line_ended = true;
+        Request req = parse_request(*line);
+        // The whole loop waits here, every other connection with it.
+        if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
+            return;  // stopping
+        }
+        append_reply(c.out, req, s.stats);
+        s.stats.requests.fetch_add(1, std::memory_order_relaxed);
+        if (req.verb == Verb::quit) {
+            start_closing(s, c, "");
+            return;
+        }
+    }
+    if (c.in.too_long()) {
+        start_closing(s, c, too_long_reply(s.opt.max_line));
+        return;
+    }
+    track_request(s.request_timers, c.request_timer, c.in, line_ended, s.now);
+}
+
+// Sends what the kernel takes now. Returns false if the connection is over.
+bool on_writable(Server& s, Conn& c) {
+    while (c.pending() > 0) {
+        size_t len = c.pending();
+        ssize_t n = TRACE_IO("send", c.fd.get(),
+                             ::send(c.fd.get(), c.out.data() + c.out_sent, len, MSG_NOSIGNAL));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            close_conn(s, c);  // EPIPE, ECONNRESET: the client is gone
+            return false;
+        }
+        if (n < 0) {
+            return true;  // the send buffer is full: the write set says when it has room
+        }
+        c.out_sent += static_cast<size_t>(n);
+        if (static_cast<size_t>(n) < len) {
+            return true;  // a short send means the send buffer is full too
+        }
+    }
+    c.out.clear();
+    c.out_sent = 0;
+    if (c.out.capacity() > kKeepOut) {
+        std::string().swap(c.out);
+    }
+    if (c.peer_done) {
+        close_conn(s, c);  // the client sent FIN and has every byte we owed it
+        return false;
+    }
+    if (c.closing && !c.wr_shut) {
+        // FIN after our last line. We keep reading (and discarding) until the client closes
+        // too: close(2) with unread input would send RST, which can destroy the line.
+        TRACE_IO("shutdown", c.fd.get(), ::shutdown(c.fd.get(), SHUT_WR));
+        c.wr_shut = true;
+    }
+    return true;
+}
+
+// ---- the edge cases ----
+
+// QUIT, an over-long line or a timeout: our last line, then the lingering close.
+void start_closing(Server& s, Conn& c, std::string_view last_line) {
+    c.out += last_line;
+    c.closing = true;
+    s.idle_timers.cancel(c.idle_timer);
+    s.request_timers.cancel(c.request_timer);
+    s.linger_timers.arm(c.linger_timer, s.now);
+}
+
+void close_conn(Server& s, Conn& c) {
+    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+    // ~Conn: ~Fd closes the socket, and its timer entries leave their lists.
+    s.conns[static_cast<size_t>(c.fd.get())].reset();
+}
+
+// The deadlines that are due; returns the next one.
+std::optional<Clock::time_point> expire_timers(Server& s) {
+    while (Conn* c = s.linger_timers.pop_expired(s.now)) {
+        close_conn(s, *c);  // it had its time to read our last line
+    }
+    while (Conn* c = s.idle_timers.pop_expired(s.now)) {
+        start_closing(s, *c, kIdleTimeout);
+        on_writable(s, *c);
+    }
+    while (Conn* c = s.request_timers.pop_expired(s.now)) {
+        start_closing(s, *c, kRequestTimeout);
+        on_writable(s, *c);
+    }
+    return earliest_deadline(s.idle_timers, s.request_timers, s.linger_timers);
 }
 
 }  // namespace

@@ -44,6 +44,11 @@ void add_server_options(CLI::App& app, ServerOptions& opt) {
                    "Close a connection silent for this many seconds; 0 = never")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 86400.0));
+    app.add_option("--request-timeout", opt.request_timeout,
+                   "Close a connection whose request line is not complete this many seconds "
+                   "after its first byte (slowloris); 0 = never")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 86400.0));
     app.add_flag("--trace", opt.trace, "Print every IO call to stderr (format in README.md)");
 }
 

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -19,14 +20,25 @@ struct ServerOptions {
     Mode mode = Mode::qa;
     size_t max_line = 4096;
     int max_conns = 1000;
-    double idle_timeout = 0;  // seconds; 0 = never
+    double idle_timeout = 0;     // seconds; 0 = never
+    double request_timeout = 0;  // seconds from a request line's first byte to its '\n'; 0 = never
     bool trace = false;
+
+    // The two timeouts as durations, converted once; zero means never.
+    std::chrono::steady_clock::duration idle_limit() const { return to_duration(idle_timeout); }
+    std::chrono::steady_clock::duration request_limit() const {
+        return to_duration(request_timeout);
+    }
+    static std::chrono::steady_clock::duration to_duration(double seconds) {
+        return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(seconds));
+    }
 };
 
 // Defaults for model number N (1..9): port 9000 + N.
 ServerOptions server_defaults(int model_number);
 
-// Adds --host --port --mode --max-line --max-conns --idle-timeout --trace to `app`.
+// Adds --host --port --mode --max-line --max-conns --idle-timeout --request-timeout --trace.
 void add_server_options(CLI::App& app, ServerOptions& opt);
 
 struct ClientOptions {

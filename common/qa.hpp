@@ -95,6 +95,7 @@ std::string too_long_reply(size_t max_line);
 inline constexpr std::string_view kServerFull = "ERR server full\n";
 inline constexpr std::string_view kServerBusy = "ERR server busy\n";
 inline constexpr std::string_view kIdleTimeout = "ERR idle timeout\n";
+inline constexpr std::string_view kRequestTimeout = "ERR request timeout\n";
 
 // The number of threads in this process, from /proc/self/status.
 int thread_count();
