@@ -44,10 +44,12 @@ constexpr int kAcceptBatch = 64;
 Connections::Connections(Reactor& reactor, Server& server) : reactor_(reactor), server_(server) {
     // A sweep over every connection, a few times per idle timeout (and at least every 250 ms,
     // for the polite closes). A pass over 10,000 connections costs well under a millisecond.
-    auto tick = 250ms;
-    if (server.opt.idle_timeout > 0) {
-        auto quarter = std::chrono::milliseconds(static_cast<long>(server.opt.idle_timeout * 250));
-        tick = std::clamp<std::chrono::milliseconds>(quarter, 10ms, 250ms);
+    auto tick = std::chrono::milliseconds(250);
+    for (double limit : {server.opt.idle_timeout, server.opt.request_timeout}) {
+        if (limit > 0) {
+            auto quarter = std::chrono::milliseconds(static_cast<long>(limit * 250));
+            tick = std::clamp<std::chrono::milliseconds>(quarter, 10ms, tick);
+        }
     }
     reactor_.every(tick, [this] { sweep(); });
 }
@@ -138,7 +140,9 @@ void Connection::handle_write() {
 void Connection::answer_buffered() {
     Server& s = table_.server();
     more_lines_ = false;
+    bool line_ended = false;
     while (auto line = in_.next()) {
+        line_ended = true;
         Request req = iolab::parse_request(*line);
         if (req.verb == Verb::work) {
             if (s.offload) {
@@ -172,6 +176,15 @@ void Connection::answer_buffered() {
         out_ += iolab::too_long_reply(in_.max_line());
         state_ = State::closing;
         last_active_ = reactor().now();
+    }
+    // --request-timeout counts from the first byte of an unfinished line, and more bytes of the
+    // same line do not restart it (a client trickling one byte at a time is shed).
+    if (!more_lines_) {
+        if (in_.buffered() == 0) {
+            request_since_.reset();
+        } else if (line_ended || !request_since_) {
+            request_since_ = reactor().now();
+        }
     }
     // The rule of LineParser: the loop's buffer is about to be reused by another handler.
     in_.keep_rest();
@@ -266,10 +279,15 @@ void Connection::check_timers(Clock::time_point now) {
         }
         return;
     }
-    double idle = table_.server().opt.idle_timeout;
-    if (state_ == State::open && idle > 0 && !busy_ &&
-        now - last_active_ >= std::chrono::duration<double>(idle)) {
+    const ServerOptions& opt = table_.server().opt;
+    if (state_ != State::open || busy_) {
+        return;
+    }
+    if (opt.idle_timeout > 0 && now - last_active_ >= opt.idle_limit()) {
         say_goodbye(iolab::kIdleTimeout);
+    } else if (opt.request_timeout > 0 && request_since_ &&
+               now - *request_since_ >= opt.request_limit()) {
+        say_goodbye(iolab::kRequestTimeout);
     }
 }
 
@@ -297,10 +315,7 @@ void Connection::close() {
 // ---- Acceptor ---------------------------------------------------------------------------------
 
 Acceptor::Acceptor(Fd listen_fd, Connections& local, std::function<void(Fd)> on_accept)
-    : listen_fd_(std::move(listen_fd)),
-      local_(local),
-      on_accept_(std::move(on_accept)),
-      spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+    : listen_fd_(std::move(listen_fd)), local_(local), on_accept_(std::move(on_accept)) {}
 
 void Acceptor::handle_read() {
     Server& s = local_.server();
@@ -314,20 +329,11 @@ void Acceptor::handle_read() {
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            if ((errno == EMFILE || errno == ENFILE) && spare_fd_) {
-                // Out of descriptors. The connection stays in the listen queue, so the listening
-                // socket stays readable and a level-triggered loop would spin. The spare fd
-                // trick (libev's and muduo's): give back the spare, accept the connection, tell
-                // it we are busy, close it, take the spare again.
-                spare_fd_.reset();
-                Fd victim(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-                if (victim) {
-                    ::send(victim.get(), iolab::kServerBusy.data(), iolab::kServerBusy.size(),
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
-                    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
-                }
-                victim.reset();
-                spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+            // Out of descriptors. The connection stays in the listen queue, so the listening
+            // socket stays readable and a level-triggered loop would spin. The spare descriptor
+            // (libev's and muduo's trick, common/conn.hpp) makes room to turn one client away.
+            if ((errno == EMFILE || errno == ENFILE) &&
+                spare_fd_.refuse_one(listen_fd_.get(), s.stats)) {
                 continue;
             }
             return;  // EAGAIN: the listen queue is empty

@@ -10,10 +10,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "08_reactor/reactor.hpp"
+#include "common/conn.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
 
@@ -36,7 +38,7 @@ struct Server {
 };
 
 // The connections one reactor serves, kept in a list so that a timer can sweep them for
-// --idle-timeout and for polite closes that have waited long enough.
+// --idle-timeout, --request-timeout and for polite closes that have waited long enough.
 class Connections {
 public:
     Connections(Reactor& reactor, Server& server);
@@ -93,6 +95,8 @@ private:
     LineParser in_;
     std::string out_;  // replies not yet accepted by the kernel's send buffer
     Clock::time_point last_active_;
+    // --request-timeout: when the unfinished request line in in_ began; unset while none is.
+    std::optional<Clock::time_point> request_since_;
     uint64_t serial_;
     uint32_t index_ = 0;  // position in table_.all_
     State state_ = State::open;
@@ -116,7 +120,7 @@ private:
     Fd listen_fd_;
     Connections& local_;
     std::function<void(Fd)> on_accept_;
-    Fd spare_fd_;  // held in reserve for EMFILE, see handle_read
+    iolab::SpareFd spare_fd_;  // held in reserve for EMFILE, see handle_read
 };
 
 // SIGINT/SIGTERM: the stop self-pipe turned readable. The byte is left in the pipe, so every

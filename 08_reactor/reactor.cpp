@@ -196,6 +196,7 @@ void Reactor::run_timers() {
     }
 }
 
+// listing: loop
 // The dispatcher proper: the readiness the demultiplexer found goes to the handler registered
 // for that descriptor, if it still is registered and still wants that event.
 void Reactor::dispatch(int fd, uint32_t revents) {
@@ -229,5 +230,6 @@ void Reactor::run() {
         retired_.clear();  // the handlers removed this round: destroy them, close their fds
     }
 }
+// end listing: loop
 
 }  // namespace reactor

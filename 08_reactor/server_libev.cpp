@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -59,7 +60,7 @@ struct Server {
     ServerStats stats;
     struct ev_loop* loop = nullptr;
     char buffer[64 * 1024];  // one read buffer for the loop
-    Fd spare_fd;             // for EMFILE, as in connection.cpp
+    SpareFd spare_fd;        // for EMFILE, as in connection.cpp
     std::vector<struct Conn*> conns;
 };
 
@@ -68,8 +69,9 @@ enum class State { open, closing };
 struct Conn {
     Conn(Server& s, int conn_fd, bool counted_)
         : srv(s), fd(conn_fd), in(s.opt.max_line), counted(counted_) {}
-    ev_io io;        // the socket's watcher; its events are what we wait for
-    ev_timer timer;  // idle timeout, or the end of a polite close
+    ev_io io;                // the socket's watcher; its events are what we wait for
+    ev_timer timer;          // idle timeout, or the end of a polite close
+    ev_timer request_timer;  // --request-timeout, from the first byte of an unfinished line
     Server& srv;
     Fd fd;
     LineParser in;
@@ -86,6 +88,7 @@ struct Conn {
 void close_conn(Conn* c) {
     ev_io_stop(c->srv.loop, &c->io);  // after this the watcher may be freed, pending or not
     ev_timer_stop(c->srv.loop, &c->timer);
+    ev_timer_stop(c->srv.loop, &c->request_timer);
     if (c->counted) {
         c->srv.stats.conns.fetch_sub(1, std::memory_order_relaxed);
     }
@@ -105,6 +108,21 @@ void arm_timer(Conn* c) {
     }
 }
 
+// --request-timeout runs from the first byte of an unfinished request line; more bytes of the
+// same line do not restart it (a client trickling a byte at a time is shed), a finished line
+// with nothing after it stops it.
+void track_request(Conn* c, bool line_ended) {
+    if (c->srv.opt.request_timeout <= 0) {
+        return;
+    }
+    if (c->in.buffered() == 0) {
+        ev_timer_stop(c->srv.loop, &c->request_timer);
+    } else if (line_ended || !ev_is_active(&c->request_timer)) {
+        c->request_timer.repeat = c->srv.opt.request_timeout;
+        ev_timer_again(c->srv.loop, &c->request_timer);
+    }
+}
+
 bool wants_input(const Conn* c) {
     if (c->peer_eof) {
         return false;
@@ -116,7 +134,9 @@ bool wants_input(const Conn* c) {
 // Returns false if the connection was closed (SIGTERM during a WORK).
 bool answer_buffered(Conn* c) {
     c->more_lines = false;
+    bool line_ended = false;
     while (auto line = c->in.next()) {
+        line_ended = true;
         Request req = parse_request(*line);
         // The big handler: this callback, and so the whole loop, sleeps for the WORK.
         if (req.verb == Verb::work) {
@@ -145,6 +165,9 @@ bool answer_buffered(Conn* c) {
         c->out += too_long_reply(c->in.max_line());
         c->state = State::closing;
         arm_timer(c);
+    }
+    if (c->state == State::open && !c->more_lines) {
+        track_request(c, line_ended);
     }
     c->in.keep_rest();  // the loop's buffer is reused by the next callback
     return true;
@@ -219,6 +242,7 @@ void progress(Conn* c) {
 void say_goodbye(Conn* c, std::string_view last_words) {
     c->out += last_words;
     c->state = State::closing;
+    ev_timer_stop(c->srv.loop, &c->request_timer);
     arm_timer(c);
     progress(c);
 }
@@ -267,6 +291,13 @@ void on_timer(struct ev_loop*, ev_timer* w, int) {
     }
 }
 
+void on_request_timeout(struct ev_loop*, ev_timer* w, int) {
+    Conn* c = static_cast<Conn*>(w->data);
+    if (c->state == State::open) {
+        say_goodbye(c, kRequestTimeout);
+    }
+}
+
 Conn* open_conn(Server& s, int conn_fd, bool counted) {
     Conn* c = new Conn(s, conn_fd, counted);
     c->index = s.conns.size();
@@ -277,6 +308,8 @@ Conn* open_conn(Server& s, int conn_fd, bool counted) {
     ev_init(&c->timer, on_timer);
     c->timer.data = c;
     arm_timer(c);
+    ev_init(&c->request_timer, on_request_timeout);
+    c->request_timer.data = c;
     return c;
 }
 
@@ -289,17 +322,9 @@ void on_accept(struct ev_loop*, ev_io* w, int) {
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            if ((errno == EMFILE || errno == ENFILE) && s.spare_fd) {
-                // Out of descriptors: free the spare, accept, refuse, close, take it back.
-                s.spare_fd.reset();
-                Fd victim(::accept4(w->fd, nullptr, nullptr, SOCK_CLOEXEC));
-                if (victim) {
-                    ::send(victim.get(), kServerBusy.data(), kServerBusy.size(),
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
-                    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
-                }
-                victim.reset();
-                s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+            // Out of descriptors: the spare descriptor makes room to turn one client away
+            // (common/conn.hpp), or the listening socket would stay readable forever.
+            if ((errno == EMFILE || errno == ENFILE) && s.spare_fd.refuse_one(w->fd, s.stats)) {
                 continue;
             }
             return;  // EAGAIN: the listen queue is empty
@@ -351,7 +376,6 @@ int run(Server& s) {
     }
     ev_set_loop_release_cb(s.loop, before_wait, after_wait);
     ev_set_invoke_pending_cb(s.loop, invoke_pending);
-    s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
 
     Fd listen_fd = listen_tcp(s.opt.host, s.opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
     ev_io accept_watcher;
