@@ -71,7 +71,12 @@ void trace_done(const char* op, int fd, const asio::error_code& ec, size_t n,
 class Session : public std::enable_shared_from_this<Session> {
 public:
     Session(tcp::socket socket, asio::io_context& io, asio::thread_pool& pool)
-        : socket_(std::move(socket)), timer_(io), io_(io), pool_(pool), in_(opt.max_line) {}
+        : socket_(std::move(socket)),
+          timer_(io),
+          request_timer_(io),
+          io_(io),
+          pool_(pool),
+          in_(opt.max_line) {}
 
     void start() {
         stats.conns.fetch_add(1, std::memory_order_relaxed);
@@ -147,11 +152,13 @@ private:
 
     // Answers every complete line, until a WORK goes to the pool.
     void answer() {
+        bool line_ended = false;
         while (!working_ && !close_after_send_) {
             auto line = in_.next();
             if (!line) {
                 break;
             }
+            line_ended = true;
             Request req = parse_request(*line);
             if (req.verb == Verb::work) {
                 // No read is initiated while WORK is out, so buf_ keeps its bytes and the parser's
@@ -171,6 +178,42 @@ private:
             out_ += too_long_reply(opt.max_line);
             draining_ = shut_after_send_ = true;
         }
+        if (!working_ && !draining_ && !close_after_send_) {
+            track_request(line_ended);
+        }
+    }
+
+    // --request-timeout counts from the first byte of an unfinished line; more bytes of the same
+    // line do not restart it (a client trickling a byte at a time is shed), and a finished line
+    // with nothing after it stops it.
+    void track_request(bool line_ended) {
+        if (opt.request_timeout <= 0) {
+            return;
+        }
+        if (in_.buffered() == 0) {
+            request_pending_ = false;
+            request_timer_.cancel();
+        } else if (line_ended || !request_pending_) {
+            request_pending_ = true;
+            request_timer_.expires_after(opt.request_limit());
+            request_timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
+                if (!ec) {
+                    self->on_request_timeout();
+                }
+            });
+        }
+    }
+
+    void on_request_timeout() {
+        if (closed_ || draining_ || close_after_send_ || working_ || !request_pending_) {
+            return;
+        }
+        // The same polite close as after an over-long line: the ERR line, FIN, then a drain.
+        request_pending_ = false;
+        out_ += kRequestTimeout;
+        draining_ = shut_after_send_ = true;
+        initiate_write();
+        finish();
     }
 
     void on_work_done(int ms, bool done) {
@@ -272,6 +315,7 @@ private:
         // references to this session.
         asio::error_code ignored;
         timer_.cancel();
+        request_timer_.cancel();
         socket_.close(ignored);
     }
 
@@ -279,6 +323,7 @@ private:
 
     tcp::socket socket_;
     asio::steady_timer timer_;
+    asio::steady_timer request_timer_;  // --request-timeout
     asio::io_context& io_;
     asio::thread_pool& pool_;
     std::array<char, 16384> buf_;  // the read buffer, reused for every read of this session
@@ -288,6 +333,7 @@ private:
     bool reading_ = false, writing_ = false, working_ = false, closed_ = false;
     bool peer_closed_ = false, close_after_send_ = false;
     bool draining_ = false, shut_after_send_ = false, idle_warned_ = false;
+    bool request_pending_ = false;  // request_timer_ runs for an unfinished line
     Clock::time_point last_active_ = Clock::now(), drain_deadline_;
 };
 

@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -74,6 +75,8 @@ struct Conn {
     bool peer_closed = false, close_after_send = false;
     bool too_long = false, shut_after_send = false, draining = false, idle_warned = false;
     Clock::time_point last_active = Clock::now(), drain_deadline;
+    // --request-timeout: when the unfinished request line in `in` began; unset while none is.
+    std::optional<Clock::time_point> request_since;
 };
 
 // The request queue (main -> workers) and the completion queue (workers -> main).
@@ -274,11 +277,20 @@ void on_readable(Conn& c) {
             continue;
         }
         c.in.feed(buf, static_cast<size_t>(n));
+        bool line_ended = false;
         while (auto line = c.in.next()) {
             c.queued.append(*line);
             c.queued += '\n';
+            line_ended = true;
         }
         c.too_long = c.in.too_long();
+        // --request-timeout counts from the first byte of an unfinished line; more bytes of the
+        // same line do not restart it, so a client trickling a byte at a time is shed.
+        if (c.in.buffered() == 0) {
+            c.request_since.reset();
+        } else if (line_ended || !c.request_since) {
+            c.request_since = Clock::now();
+        }
     }
     start_job(c);
     update(c);
@@ -336,11 +348,15 @@ void on_completions() {
 
 // Every 100 ms when needed: idle connections, drains past their deadline, a paused accept.
 void on_tick(Clock::time_point now) {
-    std::vector<uint64_t> expired, idle;
+    std::vector<uint64_t> expired, idle, slow;
     for (auto& [id, c] : conns) {
         auto quiet = std::chrono::duration<double>(now - c.last_active).count();
         if (c.draining && !c.shut_after_send && now > c.drain_deadline) {
             expired.push_back(id);
+        } else if (opt.request_timeout > 0 && c.request_since && !c.draining && !c.too_long &&
+                   !c.close_after_send && !c.job_out && c.queued.empty() &&
+                   now - *c.request_since >= opt.request_limit()) {
+            slow.push_back(id);
         } else if (opt.idle_timeout > 0 && quiet > opt.idle_timeout) {
             // The first time, say why; if it has not even read that by the next timeout, go.
             (c.idle_warned ? expired : idle).push_back(id);
@@ -348,6 +364,15 @@ void on_tick(Clock::time_point now) {
     }
     for (uint64_t id : expired) {
         close_conn(conns.at(id));
+    }
+    for (uint64_t id : slow) {
+        // The same polite close as after an over-long line: the ERR line, FIN, then a drain.
+        Conn& c = conns.at(id);
+        c.out += kRequestTimeout;
+        c.request_since.reset();
+        c.draining = c.shut_after_send = true;
+        ++draining_conns;
+        update(c);
     }
     for (uint64_t id : idle) {
         Conn& c = conns.at(id);
@@ -364,7 +389,8 @@ void on_tick(Clock::time_point now) {
 }
 
 bool tick_needed() {
-    return opt.idle_timeout > 0 || draining_conns > 0 || accept_paused_until != Clock::time_point{};
+    return opt.idle_timeout > 0 || opt.request_timeout > 0 || draining_conns > 0 ||
+           accept_paused_until != Clock::time_point{};
 }
 
 void add_watch(int fd, uint64_t id) {
