@@ -11,16 +11,26 @@
 // the socket's fd behind our parked read would wait for a reply that waits for the write. So the
 // write goes through a dup(2) of the socket: same connection, another descriptor, its own queue.
 //
+// The second trap is at the end. A request still in flight when we leave is still glibc's: its
+// helper thread reads the aiocb when it starts the request, writes the result into it when it
+// ends, and raises the signal it names. An aiocb on a stack frame that has returned holds
+// garbage by then, so the helper can run read(0, NULL, 0) and send its own process SIGTERM
+// (AddressSanitizer's slow exit made that happen here one run in five). So the requests on the
+// socket are ended before we close it, and the read of stdin, which nothing can wake, uses an
+// aiocb that lives as long as the process.
+//
 //   printf 'PING\nTIME\n' | ./build/bin/07_aio_client --port 9007
 //
 // Exits 0 once every request line has its reply (or the server said BYE), 1 if the server
 // closed first.
 
 #include <aio.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -40,15 +50,18 @@ struct Request {
     bool busy = false;
 };
 
-bool start(Request& r, int fd, char* buf, size_t len, bool write) {
+// From here until aio_return, the aiocb and the buffer are glibc's. glibc refuses a request
+// (EAGAIN) only when it has no memory or thread left, which three requests never meet.
+void start(Request& r, int fd, char* buf, size_t len, bool write) {
     r.cb = aiocb{};
     r.cb.aio_fildes = fd;
     r.cb.aio_buf = buf;
     r.cb.aio_nbytes = len;
     r.cb.aio_sigevent.sigev_notify = SIGEV_NONE;  // we ask with aio_error after aio_suspend
-    int rc = write ? ::aio_write(&r.cb) : ::aio_read(&r.cb);
-    r.busy = rc == 0;
-    return r.busy;
+    if ((write ? ::aio_write(&r.cb) : ::aio_read(&r.cb)) < 0) {
+        throw_errno(write ? "aio_write" : "aio_read");
+    }
+    r.busy = true;
 }
 
 // Returns the finished request's result (bytes, or -errno), or nothing if it is still running.
@@ -66,6 +79,34 @@ bool finished(Request& r, ssize_t& result) {
     return true;
 }
 
+// However run() leaves, the requests still in flight on the socket end before its descriptors
+// close and the bytes being written are freed. Otherwise a helper thread would start a queued
+// request, or restart one a signal interrupted, on a closed descriptor (or on whatever file has
+// reused its number), and write the result into memory that is no longer ours. shutdown(2) wakes
+// a read parked on the socket with 0 and a blocked write with EPIPE, and a request that has not
+// started yet ends the same way the moment it starts.
+struct EndSocketRequests {
+    int sock_fd;
+    Request& net;
+    Request& out;
+    ~EndSocketRequests() {
+        ::shutdown(sock_fd, SHUT_RDWR);
+        ssize_t ignored;
+        while (net.busy || out.busy) {
+            const aiocb* list[2];
+            int n = 0;
+            for (Request* r : {&net, &out}) {
+                if (r->busy) {
+                    list[n++] = &r->cb;
+                }
+            }
+            ::aio_suspend(list, n, nullptr);
+            finished(net, ignored);
+            finished(out, ignored);
+        }
+    }
+};
+
 int run(const ClientOptions& opt) {
     Fd sock = connect_tcp(opt.host, opt.port);
     set_nodelay(sock.get());
@@ -74,11 +115,16 @@ int run(const ClientOptions& opt) {
         throw_errno("dup");
     }
 
+    // A read of stdin cannot be woken (a pipe or a terminal has no shutdown), so it may still be
+    // parked when we exit. The aiocbs and buffers are static: if a helper thread finishes that
+    // read after run() has returned, it writes into memory that is still ours and raises no
+    // signal, and the process's exit ends the thread.
     static char in_buf[16384];
     static char net_buf[65536];
-    Request in, net, out;
+    static Request in, net, out;
     std::string pending;  // request bytes read from stdin, not yet being sent
     std::string sending;  // the bytes the current aio_write owns
+    EndSocketRequests end_on_return{sock.get(), net, out};
     size_t sent = 0;
     LineParser replies(kMaxReply);
     long asked = 0;
@@ -166,6 +212,9 @@ int main(int argc, char** argv) {
     if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
         return rc;
     }
+    // A write after the server has gone fails with EPIPE, which the loop reports as a value;
+    // without this the helper thread's write(2) would kill us with SIGPIPE first.
+    std::signal(SIGPIPE, SIG_IGN);
     try {
         return run(opt);
     } catch (const std::exception& e) {
