@@ -72,7 +72,8 @@ constexpr auto kDrainTime = std::chrono::seconds(1);
 enum class Op { none, read, write };
 // open: serving. closing: send what is left, then shut down our side and drain.
 // draining: read and discard until EOF or the deadline, so that close(2) sends FIN, not RST.
-// idle: its read was cut short for --idle-timeout; send ERR idle timeout, then close.
+// idle: its read was cut short for --idle-timeout or --request-timeout; send the ERR line
+// (cut_reason), then close.
 enum class State { open, closing, draining, idle };
 
 struct Conn {
@@ -85,7 +86,11 @@ struct Conn {
     std::string out;        // replies not yet sent
     size_t sent = 0;        // bytes of out already written
     bool unparsed = false;  // fed since the parser last ran dry: lines may be waiting
-    Clock::time_point deadline = Clock::time_point::max();
+    Clock::time_point deadline = Clock::time_point::max();  // for the read parked now
+    Clock::time_point idle_due = Clock::time_point::max();  // --idle-timeout after the last input
+    // --request-timeout: due time for the unfinished request line in `in`, if there is one.
+    Clock::time_point request_due = Clock::time_point::max();
+    std::string_view cut_reason = kIdleTimeout;
     explicit Conn(int fd, size_t max_line) : fd(fd), in(max_line) {}
 };
 
@@ -137,12 +142,14 @@ bool submit(Server& s, Conn& c, Op op, char* data, size_t len) {
 
 // Answers complete request lines until the batch is done or its replies pass the high-water mark.
 void answer(Server& s, Conn& c) {
+    bool line_ended = false;
     while (c.unparsed && c.out.size() < kHighWater) {
         auto line = c.in.next();
         if (!line) {
             c.unparsed = false;
             break;
         }
+        line_ended = true;
         Request req = parse_request(*line);
         if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
             return;  // stopping
@@ -156,6 +163,20 @@ void answer(Server& s, Conn& c) {
     }
     if (c.in.too_long()) {
         c.out += too_long_reply(s.opt.max_line);
+        c.state = State::closing;
+        return;
+    }
+    // --request-timeout counts from the first byte of an unfinished line; more bytes of the same
+    // line do not move it, so a client trickling a byte at a time is shed.
+    if (!c.unparsed && s.opt.request_timeout > 0) {
+        if (c.in.buffered() == 0) {
+            c.request_due = Clock::time_point::max();
+        } else if (line_ended || c.request_due == Clock::time_point::max()) {
+            c.request_due = Clock::now() + s.opt.request_limit();
+        }
+    }
+    if (c.request_due <= Clock::now()) {
+        c.out += kRequestTimeout;  // a trickler's bytes keep completing reads: time out here
         c.state = State::closing;
     }
 }
@@ -178,6 +199,9 @@ void next_step(Server& s, Conn& c) {
             c.state = State::draining;
             c.deadline = Clock::now() + kDrainTime;
         }
+        if (c.state == State::open) {
+            c.deadline = std::min(c.idle_due, c.request_due);
+        }
         ok = submit(s, c, Op::read, c.buf, sizeof c.buf);
     }
     if (!ok) {
@@ -195,7 +219,7 @@ void on_read_done(Server& s, Conn& c, ssize_t n) {
         return;
     }
     if (c.state == State::idle) {
-        c.out = kIdleTimeout;
+        c.out = c.cut_reason;
         c.sent = 0;
         c.state = State::closing;
     } else if (n <= 0) {
@@ -211,7 +235,7 @@ void on_read_done(Server& s, Conn& c, ssize_t n) {
         c.out.assign(c.buf, static_cast<size_t>(n));
     }
     if (c.state == State::open) {
-        c.deadline = idle_deadline(s);
+        c.idle_due = idle_deadline(s);
     }
     next_step(s, c);
 }
@@ -286,15 +310,15 @@ void on_accept(Server& s) {
             s.conns.resize(static_cast<size_t>(conn_fd) + 1);
         }
         s.conns[conn_fd] = std::make_unique<Conn>(conn_fd, s.opt.max_line);
-        s.conns[conn_fd]->deadline = idle_deadline(s);
+        s.conns[conn_fd]->idle_due = idle_deadline(s);
         next_step(s, *s.conns[conn_fd]);
     }
 }
 
-// Deadlines: a read parked past --idle-timeout or past the drain time is cut with shutdown(2)
-// SHUT_RD, which wakes the helper thread's read(2) with 0. A request a helper thread is already
-// running cannot be taken back (aio_cancel says AIO_NOTCANCELED), and the socket must not be
-// closed under it, so this is how it ends.
+// Deadlines: a read parked past --idle-timeout, --request-timeout or the drain time is cut with
+// shutdown(2) SHUT_RD, which wakes the helper thread's read(2) with 0. A request a helper thread is
+// already running cannot be taken back (aio_cancel says AIO_NOTCANCELED), and the socket must not
+// be closed under it, so this is how it ends.
 void check_deadlines(Server& s) {
     auto now = Clock::now();
     for (auto& slot : s.conns) {
@@ -302,6 +326,7 @@ void check_deadlines(Server& s) {
             Conn& c = *slot;
             if (c.state == State::open) {
                 c.state = State::idle;
+                c.cut_reason = now >= c.request_due ? kRequestTimeout : kIdleTimeout;
             }
             c.deadline = Clock::time_point::max();
             ::shutdown(c.fd.get(), SHUT_RD);
