@@ -3,7 +3,9 @@
 // The model: every socket is in the default blocking mode. The server accept(2)s one client and
 // serves it until it leaves; only then does it accept the next. A read blocks in both phases of
 // IO: recv(2) sleeps until data arrives (phase 1, waiting), then the kernel copies it into our
-// buffer (phase 2, copying), and only then does the call return.
+// buffer (phase 2, copying), and only then does the call return. The loop that serves one
+// client is serve.hpp, written once for every blocking model; this file is the accept loop
+// around it.
 //
 // The lesson is who waits: while this server talks to one client, every other client that
 // connects has finished the TCP handshake (the kernel does that on its own) but sits in the
@@ -11,23 +13,25 @@
 // the whole server for five seconds.
 //
 // Limits: one client at a time. A client that goes quiet holds the server forever, unless
-// --idle-timeout is set: then SO_RCVTIMEO makes recv give up after that long, and SO_SNDTIMEO
-// does the same for a send to a client that never reads.
+// --idle-timeout is set, and one that trickles a request a byte at a time holds it unless
+// --request-timeout is set: SO_RCVTIMEO then makes recv give up at the earlier deadline, and
+// SO_SNDTIMEO drops a client that stops reading (serve.hpp).
 //
 // Run it:    ./build/bin/01_blocking_server            (listens on 127.0.0.1:9001)
 // Talk:      nc 127.0.0.1 9001      then type PING, ECHO hi, TIME, WORK 2000, STATS, QUIT
 // Watch:     strace -tt -e trace=network ./build/bin/01_blocking_server
 //            (see recv block for as long as you stay silent), or run with --trace.
 //            ss -tnl 'sport = :9001' shows Recv-Q, the clients waiting in the backlog.
+//
+// The names and the policies are those of every model: docs/listings.md.
 
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
-#include <cstdio>
-#include <string>
 
+#include "01_blocking/serve.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -38,131 +42,57 @@ using namespace iolab;
 
 namespace {
 
-// How long an over-long line's sender gets to read our ERR line before we close.
-constexpr int kDrainMs = 1000;
-
-struct Conn {
-    Fd fd;
-    LineParser in;
-    std::string out;  // replies to one batch of requests, sent with one write_all
+struct Server {
+    explicit Server(const ServerOptions& o) : opt(o) {}
+    const ServerOptions& opt;
+    ServerStats stats{"01_blocking"};
+    Fd listen_fd;
 };
 
-// Sends everything in c.out. Returns false if the client is gone or stopped reading (the send
-// timed out), which ends the connection.
-bool flush(Conn& c) {
-    int rc = write_all(c.fd.get(), c.out);
-    c.out.clear();
-    return rc == 0;
-}
+void on_accept(Server& s, int conn_fd);
 
-// Question-answer mode: read, answer every complete line, repeat.
-void serve_qa(Conn& c, ServerStats& stats, const ServerOptions& opt) {
-    char buf[16384];
-    for (;;) {
-        // Phase 1 and phase 2 both happen inside this one call: it returns only once bytes
-        // have arrived and been copied into `buf`.
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
-        if (n == 0) {
-            return;  // the client closed its side
-        }
-        if (n < 0) {
-            if (errno == EINTR && !stop_requested()) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // SO_RCVTIMEO expired
-                c.out += kIdleTimeout;
-                flush(c);
-            }
-            return;
-        }
-        c.in.feed(buf, static_cast<size_t>(n));
-        while (auto line = c.in.next()) {
-            Request req = parse_request(*line);
-            if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
-                return;  // stopping
-            }
-            append_reply(c.out, req, stats);
-            stats.requests.fetch_add(1, std::memory_order_relaxed);
-            if (req.verb == Verb::quit) {
-                flush(c);
-                return;
-            }
-        }
-        if (c.in.too_long()) {
-            c.out += too_long_reply(opt.max_line);
-            flush(c);
-            shutdown_and_drain(c.fd, kDrainMs);
-            return;
-        }
-        if (!flush(c)) {
-            return;
-        }
-    }
-}
-
-// Echo mode: every byte back. A short send is finished by write_all; EOF means the client has
-// shut down its write side, and everything it sent has already gone back.
-void serve_echo(Conn& c) {
-    char buf[65536];
-    for (;;) {
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
-        if (n < 0 && errno == EINTR && !stop_requested()) {
-            continue;
-        }
-        if (n <= 0) {
-            return;
-        }
-        if (write_all(c.fd.get(), buf, static_cast<size_t>(n)) != 0) {
-            return;
-        }
-    }
-}
-
-void serve(Fd conn_fd, ServerStats& stats, const ServerOptions& opt) {
-    const int fd = conn_fd.get();
-    Conn c{std::move(conn_fd), LineParser(opt.max_line), {}};
-    if (opt.idle_timeout > 0) {
-        set_io_timeouts(fd, opt.idle_timeout);
-    }
-    // A stop signal shuts this socket down, so a recv that is blocked on it, or about to be,
-    // returns 0 at once (see common/stop.hpp for the race this closes).
-    wake_on_stop(fd);
-    if (!stop_requested()) {
-        if (opt.mode == Mode::qa) {
-            serve_qa(c, stats, opt);
-        } else {
-            serve_echo(c);
-        }
-    }
-    forget_on_stop(fd);
-}
-
+// listing: loop
 int run(const ServerOptions& opt) {
-    Fd listen_fd = listen_tcp(opt.host, opt.port);
-    ServerStats stats("01_blocking");
-    announce_listening(listen_fd.get(), stats.model, opt);
+    Server s(opt);
+    s.listen_fd = listen_tcp(opt.host, opt.port);
+    announce_listening(s.listen_fd.get(), s.stats.model, opt);
     // On SIGTERM the handler shuts the listening socket down: accept fails with EINVAL at once,
-    // even if the signal came just before the call.
-    wake_on_stop(listen_fd.get());
+    // even if the signal came just before the call (common/stop.hpp).
+    wake_on_stop(s.listen_fd.get());
 
     while (!stop_requested()) {
         // Blocks until a client has completed the handshake. Others that connect while we
         // serve this one wait in the kernel's backlog (listen(2)'s queue), not here.
-        int conn_fd = TRACE_IO("accept", listen_fd.get(),
-                               ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        int conn_fd = TRACE_IO("accept4", s.listen_fd.get(),
+                               ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (conn_fd < 0) {
-            // EINTR or EINVAL: a stop signal arrived; the loop condition decides. ECONNABORTED and
-            // the like: that client is gone, take the next. EMFILE cannot last here: we hold
-            // one connection at a time.
+            // EINTR or EINVAL: a stop signal arrived; the loop condition decides. ECONNABORTED
+            // and the like: that client is gone, take the next. EMFILE cannot last here: we
+            // hold one connection at a time.
             continue;
         }
-        stats.accepted.fetch_add(1, std::memory_order_relaxed);
-        stats.conns.store(1, std::memory_order_relaxed);
-        set_nodelay(conn_fd);
-        serve(Fd(conn_fd), stats, opt);
-        stats.conns.store(0, std::memory_order_relaxed);
+        on_accept(s, conn_fd);  // serves this client to the end; nobody else is accepted meanwhile
     }
     return 0;
+}
+// end listing: loop
+
+// ---- the handlers ----
+
+void on_accept(Server& s, int conn_fd) {
+    s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+    s.stats.conns.store(1, std::memory_order_relaxed);
+    set_nodelay(conn_fd);
+    Conn c(Fd(conn_fd), s.opt, s.stats);
+    // A stop signal shuts this socket down, so a recv that is blocked on it, or about to be,
+    // returns 0 at once (see common/stop.hpp for the race this closes).
+    wake_on_stop(conn_fd);
+    if (!stop_requested()) {
+        serve(c);  // serve.hpp: recv, answer, send, until the client leaves or a deadline passes
+    }
+    forget_on_stop(conn_fd);  // before the close: the number is free for reuse after it
+    close_conn(c);
+    s.stats.conns.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace

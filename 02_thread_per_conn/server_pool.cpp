@@ -3,14 +3,16 @@
 // The model: --threads N workers (default 4) are started once, up front. The main thread
 // accept(2)s clients and puts each connection in a queue of at most --queue entries (default 64).
 // A worker takes one connection from the queue and serves it with blocking recv(2)/send(2), like
-// 01 and like the thread-per-connection server, until that client leaves; then it takes the next.
+// 01 and like the thread-per-connection server (01_blocking/serve.hpp, the same loop), until that
+// client leaves; then it takes the next.
 // No thread is created or destroyed per client, so the cost of clone(2) and of a fresh stack is
 // paid once, and the number of threads (and their stacks and context switches) stays fixed.
 //
 // The price: a worker is held for the whole life of its connection. With 4 workers, a 5th client
 // that connects at the same time waits in the queue: it is connected, its requests sit in its
-// socket's receive buffer, and nobody answers until a worker is free. Idle clients hog workers;
-// --idle-timeout (SO_RCVTIMEO on every connection) is the pool's defence against them.
+// socket's receive buffer, and nobody answers until a worker is free. Idle clients hog workers,
+// and so do clients that trickle a request a byte at a time: --idle-timeout and
+// --request-timeout (SO_RCVTIMEO on every recv) are the pool's defence against them.
 //
 // When demand exceeds the pool it shows. With the queue full, main first stops accepting, so new
 // clients wait in the kernel's listen backlog; as long as the workers keep taking connections
@@ -37,25 +39,23 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <unordered_set>
 #include <vector>
 
+#include "01_blocking/serve.hpp"
+#include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
 #include "common/stop.hpp"
 #include "common/trace.hpp"
 
-#include "conn.hpp"
-
 using namespace iolab;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// How long an over-long line's sender gets to read our ERR line before we close.
-constexpr int kDrainMs = 1000;
 // How long a full queue may stand still before new clients are turned away.
 constexpr auto kPatience = std::chrono::seconds(1);
 
@@ -65,39 +65,89 @@ struct Pool {
     std::condition_variable has_work;  // main -> workers: a connection was queued, or stop
     std::condition_variable taken;     // workers -> main: the queue has room again
     std::deque<Fd> queue;              // accepted, waiting for a worker
-    std::unordered_set<int> serving;   // fds a worker is serving now (open while listed)
+    std::unordered_set<int> serving;   // conn_fds a worker is serving now (open while listed)
     Clock::time_point last_take;       // when a worker last took a connection from the queue
     Clock::time_point full_since;      // when the queue last became full
     bool stopping = false;
 };
 
 struct Server {
-    Server(const ServerOptions& o, int n, size_t cap) : opt(o), workers(n), queue_cap(cap) {}
+    Server(const ServerOptions& o, int n, size_t cap) : opt(o), threads(n), queue_cap(cap) {}
     const ServerOptions& opt;
-    int workers;
+    int threads;
     size_t queue_cap;
     ServerStats stats{"02_thread_per_conn_pool"};
+    Fd listen_fd;
     Pool pool;
+    std::vector<std::thread> workers;
 };
 
-void serve(Fd conn_fd, Server& s) {
-    Conn c{std::move(conn_fd), LineParser(s.opt.max_line), {}};
-    if (s.opt.idle_timeout > 0) {
-        set_io_timeouts(c.fd.get(), s.opt.idle_timeout);
-    }
-    Ending ending = s.opt.mode == Mode::qa ? serve_qa(c, s.opt, s.stats) : serve_echo(c);
-    {
+void start_workers(Server& s);
+void wait_for_room(Server& s);
+void on_accept(Server& s, int conn_fd);
+void worker(Server& s);
+void shut_down_pool(Server& s);
+
+// listing: loop
+int run(const ServerOptions& opt, int threads, size_t queue_cap) {
+    Server s(opt, threads, queue_cap);
+    s.stats.extra = [&s] {
         std::lock_guard lock(s.pool.mu);
-        s.pool.serving.erase(c.fd.get());
+        return "workers=" + std::to_string(s.threads) +
+               " queued=" + std::to_string(s.pool.queue.size());
+    };
+    s.listen_fd = listen_tcp(opt.host, opt.port);
+    start_workers(s);  // --threads of them, each waiting for a connection in the queue
+    announce_listening(s.listen_fd.get(), s.stats.model, opt);
+    // On SIGTERM the handler shuts the listening socket down, so accept fails at once even if
+    // the signal lands between the loop's check and the call (common/stop.hpp).
+    wake_on_stop(s.listen_fd.get());
+
+    while (!stop_requested()) {
+        wait_for_room(s);  // with the queue full, clients wait in the kernel's backlog instead
+        int conn_fd = TRACE_IO("accept4", s.listen_fd.get(),
+                               ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (conn_fd < 0) {
+            // EMFILE/ENFILE: the client stays in the backlog and the next accept fails the
+            // same way at once, so pause instead of spinning. EINTR, EINVAL (shut down by a
+            // stop signal): the loop condition decides.
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            continue;
+        }
+        on_accept(s, conn_fd);  // into the queue; a worker takes it from there
     }
-    if (ending == Ending::drain) {
-        shutdown_and_drain(c.fd, kDrainMs);  // lets the client read the ERR line, then closes
+    shut_down_pool(s);
+    return 0;
+}
+// end listing: loop
+
+// ---- the handlers ----
+
+void on_accept(Server& s, int conn_fd) {
+    s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+    if (s.stats.conns.load(std::memory_order_relaxed) >= static_cast<uint64_t>(s.opt.max_conns)) {
+        refuse(s.stats, conn_fd);  // ERR server full, then a close that keeps the line
+        return;
     }
-    c.fd.reset();
-    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+    std::unique_lock lock(s.pool.mu);
+    if (s.pool.queue.size() >= s.queue_cap) {
+        lock.unlock();
+        refuse(s.stats, conn_fd, kServerBusy);
+        return;
+    }
+    set_nodelay(conn_fd);
+    s.pool.queue.emplace_back(conn_fd);
+    if (s.pool.queue.size() == s.queue_cap) {
+        s.pool.full_since = Clock::now();
+    }
+    s.stats.conns.fetch_add(1, std::memory_order_relaxed);
+    lock.unlock();
+    s.pool.has_work.notify_one();
 }
 
-// A worker: take a connection, serve it to the end, take the next.
+// A worker: take a connection, serve it to the end with 01's loop, take the next.
 void worker(Server& s) {
     for (;;) {
         Fd conn_fd;
@@ -113,8 +163,34 @@ void worker(Server& s) {
             s.pool.last_take = Clock::now();
         }
         s.pool.taken.notify_one();
-        serve(std::move(conn_fd), s);
+        const int fd = conn_fd.get();
+        Conn c(std::move(conn_fd), s.opt, s.stats);
+        serve(c);  // 01_blocking/serve.hpp: only this worker sleeps in its recv
+        {
+            std::lock_guard lock(s.pool.mu);
+            s.pool.serving.erase(fd);  // before the close: the number is free for reuse after it
+        }
+        close_conn(c);
+        s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
     }
+}
+
+// ---- the edge cases ----
+
+// Workers start with the stop signals blocked (a thread inherits its creator's mask), so
+// SIGTERM is always delivered to main, whose accept(2) it interrupts.
+void start_workers(Server& s) {
+    sigset_t stop_signals, old_mask;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    if (int rc = pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask); rc != 0) {
+        throw std::system_error(rc, std::generic_category(), "pthread_sigmask");
+    }
+    for (int i = 0; i < s.threads; ++i) {
+        s.workers.emplace_back(worker, std::ref(s));
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
 }
 
 // With the queue full, leave new clients in the kernel's listen backlog, but only while the
@@ -127,35 +203,8 @@ void wait_for_room(Server& s) {
     }
 }
 
-// Tells a client why it is turned away and closes it. The socket is fresh, so the short line
-// fits in its empty send buffer and the send does not block.
-void refuse(Fd conn_fd, std::string_view why, Server& s) {
-    write_all(conn_fd.get(), why);
-    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
-}
-
-void on_accept(Fd conn_fd, Server& s) {
-    if (s.stats.conns.load(std::memory_order_relaxed) >= static_cast<uint64_t>(s.opt.max_conns)) {
-        refuse(std::move(conn_fd), kServerFull, s);
-        return;
-    }
-    std::unique_lock lock(s.pool.mu);
-    if (s.pool.queue.size() >= s.queue_cap) {
-        lock.unlock();
-        refuse(std::move(conn_fd), kServerBusy, s);
-        return;
-    }
-    s.pool.queue.push_back(std::move(conn_fd));
-    if (s.pool.queue.size() == s.queue_cap) {
-        s.pool.full_since = Clock::now();
-    }
-    s.stats.conns.fetch_add(1, std::memory_order_relaxed);
-    lock.unlock();
-    s.pool.has_work.notify_one();
-}
-
 // Stop accepting, close what waits in the queue, wake every worker blocked on its socket.
-void shut_down_pool(Server& s, std::vector<std::thread>& workers) {
+void shut_down_pool(Server& s) {
     {
         std::lock_guard lock(s.pool.mu);
         s.pool.stopping = true;
@@ -167,56 +216,9 @@ void shut_down_pool(Server& s, std::vector<std::thread>& workers) {
         s.pool.queue.clear();
     }
     s.pool.has_work.notify_all();
-    for (auto& t : workers) {
+    for (auto& t : s.workers) {
         t.join();
     }
-}
-
-int run(const ServerOptions& opt, int threads, size_t queue_cap) {
-    Fd listen_fd = listen_tcp(opt.host, opt.port);
-    Server s{opt, threads, queue_cap};
-    s.stats.extra = [&s] {
-        std::lock_guard lock(s.pool.mu);
-        return "workers=" + std::to_string(s.workers) +
-               " queued=" + std::to_string(s.pool.queue.size());
-    };
-
-    // Workers start with the stop signals blocked (a thread inherits its creator's mask), so
-    // SIGTERM is always delivered to main, whose accept(2) it interrupts.
-    sigset_t stop_signals, old_mask;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
-    std::vector<std::thread> workers;
-    for (int i = 0; i < threads; ++i) {
-        workers.emplace_back(worker, std::ref(s));
-    }
-    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    announce_listening(listen_fd.get(), s.stats.model, opt);
-    // On SIGTERM the handler shuts the listening socket down, so accept fails at once even if
-    // the signal lands between the loop's check and the call (common/stop.hpp).
-    wake_on_stop(listen_fd.get());
-
-    while (!stop_requested()) {
-        wait_for_room(s);
-        int conn_fd = TRACE_IO("accept", listen_fd.get(),
-                               ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (conn_fd < 0) {
-            // EMFILE/ENFILE: the client stays in the backlog and the next accept fails the
-            // same way at once, so pause instead of spinning. EINTR, EINVAL (shut down by a
-            // stop signal): the loop condition decides.
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            }
-            continue;
-        }
-        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
-        set_nodelay(conn_fd);
-        on_accept(Fd(conn_fd), s);
-    }
-    shut_down_pool(s, workers);
-    return 0;
 }
 
 }  // namespace
