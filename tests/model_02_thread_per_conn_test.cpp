@@ -6,6 +6,8 @@
 //    with the queue full and not moving, the next client gets "ERR server busy".
 //  - The pool's --idle-timeout frees a worker held by a silent client.
 //  - SIGTERM with many threads blocked in recv and one in WORK: exit 0 within 3 s.
+//  - --request-timeout: tricklers that hold every thread (or every worker) are shed, and the
+//    server answers again.
 //  - The client, piped: every reply printed, exit 0.
 
 #include <gtest/gtest.h>
@@ -165,6 +167,76 @@ TEST(Pool, ThreadCountIsFixed) {
     auto after = read_proc_stats(server.pid());
     ASSERT_TRUE(before && after);
     EXPECT_EQ(before->threads, after->threads);
+    EXPECT_EQ(server.stop(), 0);
+}
+
+// Tricklers: each sends one byte of a request line that never ends every 200 ms.
+class Tricklers {
+public:
+    Tricklers(uint16_t port, int n) {
+        for (int i = 0; i < n; ++i) {
+            clients_.push_back(Client::connect(port));
+        }
+    }
+    // One byte each; returns how many got ERR request timeout since the last call.
+    int tick() {
+        int shed = 0;
+        for (Client& c : clients_) {
+            if (c.send("x", 100ms)) {
+                auto line = c.read_line(1ms);
+                shed += line && *line == "ERR request timeout";
+            }
+        }
+        return shed;
+    }
+
+private:
+    std::vector<Client> clients_;
+};
+
+TEST(ThreadPerConn, RequestTimeoutShedsTricklersHoldingEveryThread) {
+    ServerProcess server = start("02_thread_per_conn", {"--max-threads", "20", "--max-conns", "100",
+                                                        "--request-timeout", "1"});
+    START_OR_SKIP(server);
+    Tricklers loris(server.port(), 20);
+    loris.tick();
+    Client turned_away = Client::connect(server.port());
+    EXPECT_EQ(turned_away.read_line(), "ERR server busy") << "20 tricklers hold all 20 threads";
+    int shed = 0;
+    auto t0 = steady_clock::now();
+    while (shed < 20 && steady_clock::now() - t0 < 5s) {
+        std::this_thread::sleep_for(200ms);
+        shed += loris.tick();
+    }
+    EXPECT_EQ(shed, 20) << "every trickler gets ERR request timeout";
+    EXPECT_GT(steady_clock::now() - t0, 700ms) << "not before the limit";
+    std::string reply;
+    for (int i = 0; i < 50 && reply != "PONG"; ++i) {
+        Client probe = Client::connect(server.port());
+        reply = probe.ask("PING");
+        std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(reply, "PONG") << "the threads are free again";
+    EXPECT_EQ(server.stop(), 0);
+}
+
+TEST(Pool, RequestTimeoutFreesWorkersHeldByTricklers) {
+    ServerProcess server = start("02_thread_per_conn_pool",
+                                 {"--threads", "2", "--queue", "4", "--request-timeout", "1"});
+    START_OR_SKIP(server);
+    Tricklers loris(server.port(), 2);
+    loris.tick();
+    std::this_thread::sleep_for(100ms);
+    Client waiting = Client::connect(server.port());
+    ASSERT_TRUE(waiting.send("PING\n"));
+    EXPECT_FALSE(waiting.read_line(500ms).has_value()) << "both workers are held";
+    int shed = 0;
+    for (int i = 0; i < 20 && shed < 2; ++i) {
+        std::this_thread::sleep_for(200ms);
+        shed += loris.tick();
+    }
+    EXPECT_EQ(shed, 2);
+    EXPECT_EQ(waiting.read_line(3s), "PONG") << "a freed worker takes the queued client";
     EXPECT_EQ(server.stop(), 0);
 }
 
