@@ -4,10 +4,13 @@
 //  - Replies far larger than a socket buffer (4 MiB of ECHO, read concurrently) arrive whole and
 //    in order: short writes are kept in the connection's output buffer.
 //  - The client, piped: every reply printed, exit 0.
+//  - A connection we close on our own whose client never reads is closed by the linger timer.
+//  - At EMFILE the spare descriptor turns the extra clients away, and the rest are served.
 // The CPU an idle busy-polling server burns is a figure, not a test: `iolab bench
 // 03_nonblocking_poll` prints it, and IdleCpuFigure below records it without asserting on it.
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -34,10 +37,14 @@ ServerProcess start(const std::vector<std::string>& extra = {}) {
     return {};
 }
 
+// The value of key= in a STATS line, or -1.
+long stat_value(const std::string& stats, const std::string& key) {
+    size_t at = stats.find(" " + key + "=");
+    return at == std::string::npos ? -1 : std::stol(stats.substr(at + key.size() + 2));
+}
+
 long eagain_of(Client& c) {
-    std::string stats = c.ask("STATS");
-    size_t at = stats.find(" eagain=");
-    return at == std::string::npos ? -1 : std::stol(stats.substr(at + 8));
+    return stat_value(c.ask("STATS"), "eagain");
 }
 
 TEST(BusyPoll, EagainClimbsWhileIdle) {
@@ -123,6 +130,114 @@ TEST(BusyPoll, PipedClientPrintsEveryReply) {
     int status = ::pclose(p);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     EXPECT_EQ(out, "PONG\ntwo\nDONE 50\nlast\n");
+    EXPECT_EQ(server.stop(), 0);
+}
+
+}  // namespace
+
+namespace {
+
+// A connection we close on our own (here the idle timeout) owes replies its client never reads:
+// the socket buffers are full and our send always says EAGAIN. The linger timer (kLinger, 1 s)
+// closes it anyway, so it holds no descriptor and no output buffer for ever.
+TEST(BusyPoll, ClosingConnectionWhoseClientNeverReadsIsClosed) {
+    ServerProcess server = start({"--idle-timeout", "1"});
+    ASSERT_TRUE(server.running()) << server.reason();
+    Client hog = Client::connect(server.port());
+    std::string chunk;
+    while (chunk.size() < (1 << 16)) {
+        chunk += "ECHO never read\n";
+    }
+    // Up to 64 MiB: far more than kHighWater and the socket buffers (several MiB each way on
+    // loopback) hold, so the server stops taking bytes long before, and a send that makes no
+    // progress for 300 ms ends the loop.
+    int chunks = 0;
+    while (chunks < 1024 && hog.send(chunk, 300ms)) {
+        ++chunks;
+    }
+    ASSERT_LT(chunks, 1024) << "the server kept reading from a client that never reads";
+
+    // 1 s idle, then 1 s of linger: closed about 2 s after its last bytes were taken.
+    Client watcher = Client::connect(server.port());
+    auto deadline = steady_clock::now() + 4500ms;
+    long conns = -1;
+    while (steady_clock::now() < deadline) {
+        conns = stat_value(watcher.ask("STATS"), "conns");
+        if (conns == 1) {
+            break;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(conns, 1) << "the never-reading connection is still open";
+    EXPECT_EQ(watcher.ask("PING"), "PONG");
+    EXPECT_EQ(server.stop(), 0);
+}
+
+// With RLIMIT_NOFILE at 64, accept4 fails with EMFILE while clients wait in the backlog. The spare
+// descriptor lets the loop accept each of them, send ERR server full and close, so none waits
+// for a descriptor that never comes, and the connections already held are still served.
+TEST(BusyPoll, EmfileTurnsClientsAwayAndKeepsServing) {
+    rlimit old_limit{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+    rlimit low = old_limit;
+    low.rlim_cur = 64;
+    if (old_limit.rlim_max < 64 || ::setrlimit(RLIMIT_NOFILE, &low) != 0) {
+        GTEST_SKIP() << "cannot set RLIMIT_NOFILE to 64 here";
+    }
+    ServerProcess server = start();  // inherits the limit
+    ::setrlimit(RLIMIT_NOFILE, &old_limit);
+    ASSERT_TRUE(server.running()) << server.reason();
+
+    std::vector<Client> clients;
+    for (int i = 0; i < 100; ++i) {
+        clients.push_back(Client::connect(server.port()));
+    }
+    int held = 0;
+    int refused = 0;
+    int other = 0;
+    std::string first_other;
+    for (Client& c : clients) {
+        std::string reply = c.ask("PING", 2s);
+        if (reply == "PONG") {
+            ++held;
+        } else if (reply == "ERR server full") {
+            ++refused;
+            EXPECT_TRUE(c.read_until_close(2s)) << "a refused connection was not closed";
+            c.close();
+        } else if (other++ == 0) {
+            first_other = reply;
+        }
+    }
+    EXPECT_EQ(other, 0) << "first unexpected reply: '" << first_other << "'";
+    EXPECT_GT(held, 40);
+    EXPECT_GT(refused, 0);
+    Client* first = nullptr;
+    for (Client& c : clients) {
+        if (c.connected()) {
+            first = &c;
+            break;
+        }
+    }
+    ASSERT_NE(first, nullptr);
+    EXPECT_EQ(stat_value(first->ask("STATS"), "refused"), refused);
+
+    // Closing a held connection frees a descriptor, and the next client is served again.
+    for (Client& c : clients) {
+        if (c.connected() && &c != first) {
+            c.close();
+            break;
+        }
+    }
+    bool served = false;
+    for (int attempt = 0; attempt < 50 && !served; ++attempt) {
+        Client late = Client::connect(server.port());
+        served = late.ask("PING", 2s) == "PONG";
+        if (!served) {
+            std::this_thread::sleep_for(20ms);  // the server has not seen the close yet
+        }
+    }
+    EXPECT_TRUE(served);
+    EXPECT_EQ(first->ask("PING"), "PONG");
     EXPECT_EQ(server.stop(), 0);
 }
 
