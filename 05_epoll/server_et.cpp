@@ -2,45 +2,41 @@
 //
 // The same loop as server.cpp (read that first); what changes is what epoll_wait promises.
 // Level-triggered, it reports a socket for as long as it is readable. Edge-triggered, it reports
-// a socket when its state changes: new bytes arrived, buffer space freed up after the socket was
-// full. If we read only part of what is there, no new edge comes until the client sends more, and
-// a client waiting for the reply never will: the connection hangs. So every handler drains its
-// socket: recv until EAGAIN (or EOF), accept until EAGAIN. EAGAIN is the kernel saying "your
-// view is up to date; the next change will wake you".
+// a socket when its state changes: bytes arrived, or a full send buffer gained room. Bytes that
+// are already there are never reported again, so a connection we stop reading before recv says
+// EAGAIN is one the kernel has forgotten: if its client waits for a reply, it waits forever.
 //
-// What ET buys: each socket is registered once, with EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-// and never modified. A writable socket is not reported over and over as it would be under LT,
-// only when it becomes writable again after a send came back short, so there is no EPOLL_CTL_MOD
-// to arm and disarm EPOLLOUT; that costs one syscall pair per transition in server.cpp. What it
-// costs: the extra recv that returns EAGAIN, a reader that must never stop early by mistake, and
-// fairness: a client that keeps its socket full keeps the loop on it (nginx and libuv cap the
-// reads per wakeup and keep a list of sockets still to read; we do not).
-//
-// Stopping early on purpose (a client owed more than kHighWater bytes): no edge will tell us to
-// resume, because the data is already there. We remember it (Conn::unread) and read again
-// ourselves once the output has been sent.
-//
-// EMFILE: the same spare descriptor as server.cpp. Under ET it matters even more: the accept loop
-// must reach EAGAIN, or the connections left in the backlog wait for the next client's edge.
+// What ET buys: a socket with room in its send buffer is not reported over and over, so EPOLLOUT
+// stays in the interest set from the start, and EPOLL_CTL_MOD runs only when EPOLLIN leaves it
+// at kHighWater (a MOD that puts it back re-checks the socket, the one edge for bytes already
+// there). What it costs: the recv that returns EAGAIN, and a loop that must remember by itself
+// which sockets may still hold bytes. Draining each socket to EAGAIN at once is the short answer,
+// and it is unfair: a client that keeps its socket full keeps the loop on it, and every other
+// client waits for seconds. So this loop keeps a read budget, as nginx and libuv do: one recv
+// per connection per pass, and a still-readable list of those that returned bytes. The next pass
+// serves that list with an epoll_wait that does not sleep, so every ready connection gets a turn.
+// The listening socket is on the same footing: on_accept takes at most kAcceptBudget per pass.
 //
 // Run it:    ./build/bin/05_epoll_et_server            (listens on 127.0.0.1:9005)
-// Watch:     strace -f -e trace=network,epoll_wait,epoll_ctl ./build/bin/05_epoll_et_server
-//            (every recv that returns data is followed by one that returns EAGAIN; epoll_ctl
-//            appears once per connection). ss -tnp 'sport = :9005'. --trace prints every call.
+// Watch:     strace -e trace=epoll_wait,epoll_ctl,recvfrom,sendto ./build/bin/05_epoll_et_server
+//            (each recv that returns bytes is followed, one pass later, by one that returns
+//            EAGAIN; epoll_wait(..., 0) while the still-readable list is not empty), or --trace.
+//
+// The layout, the names and the policies (accept, read, write, timers, refusal) are the same in
+// every model: docs/listings.md.
 
-#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <csignal>
-#include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -48,109 +44,223 @@
 #include "common/trace.hpp"
 
 using namespace iolab;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr int kMaxEvents = 1024;           // ready sockets taken per epoll_wait
-constexpr size_t kHighWater = 256 * 1024;  // stop reading from a client owed this much
-constexpr size_t kKeepOut = 4096;          // a larger output buffer is freed once it is sent
-constexpr auto kLinger = std::chrono::seconds(1);
+constexpr int kMaxEvents = 1024;  // ready sockets taken per epoll_wait
 
 struct Conn {
-    Conn(int fd_, size_t max_line) : fd(fd_), in(max_line) {}
+    Conn(int conn_fd, size_t max_line) : fd(conn_fd), in(max_line) {}
     Fd fd;
     LineParser in;
     std::string out;  // bytes owed to the client; the first out_sent are already sent
     size_t out_sent = 0;
-    bool peer_done = false;   // recv returned 0: the client has shut down its write side
-    bool closing = false;     // QUIT, over-long line or idle: send what is owed, then linger
-    bool wr_shut = false;     // shutdown(SHUT_WR) done
-    bool unread = false;      // we stopped reading before EAGAIN: no edge will remind us
-    Clock::time_point since;  // last request, or when the lingering close began
-    std::list<Conn*>::iterator timer;  // our place in Server::idle or Server::lingering
+    uint32_t events = 0;     // the interest set epoll holds for this socket now
+    bool peer_done = false;  // recv returned 0: the client has shut down its write side
+    bool closing = false;    // QUIT, over-long line or a timeout: send what is owed, then linger
+    bool wr_shut = false;    // shutdown(SHUT_WR) done
+    bool unread = false;     // on the still-readable list: may hold bytes no edge will report
+    TimerList<Conn>::Entry idle_timer{this};
+    TimerList<Conn>::Entry request_timer{this};
+    TimerList<Conn>::Entry linger_timer{this};
+    size_t pending() const { return out.size() - out_sent; }
 };
 
 struct Server {
-    explicit Server(const ServerOptions& o) : opt(o) {}
+    explicit Server(const ServerOptions& o)
+        : opt(o),
+          idle_timers(o.idle_limit()),
+          request_timers(o.mode == Mode::qa ? o.request_limit() : Clock::duration::zero()),
+          linger_timers(kLinger) {}
     const ServerOptions& opt;
     ServerStats stats{"05_epoll_et"};
-    Fd listen_fd, epfd, spare_fd;
-    std::vector<std::unique_ptr<Conn>> conns;  // indexed by fd
-    std::list<Conn*> idle;                     // open connections, least recently active first
-    std::list<Conn*> lingering;                // closing connections, oldest first
-    Clock::time_point now;                     // when the current epoll_wait returned
-    // One read buffer for all connections: LineParser copies only a line cut in two by a read.
-    char buf[65536];
+    Fd listen_fd;
+    Fd epfd;                                   // the epoll instance: interest list, ready list
+    SpareFd spare_fd;                          // given up for a moment at EMFILE
+    std::vector<std::unique_ptr<Conn>> conns;  // indexed by conn_fd
+    std::vector<int> still_readable;           // conn_fds that get a recv next pass, unreported
+    bool listen_unread = false;                // on_accept stopped before EAGAIN
+    TimerList<Conn> idle_timers, request_timers, linger_timers;
+    Clock::time_point now;  // when the current epoll_wait returned
+    char buf[65536];        // one read buffer for the whole loop
 };
 
-void watch(Server& s, int fd, uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.fd = fd;
-    if (TRACE_IO("epoll_ctl", fd, ::epoll_ctl(s.epfd.get(), EPOLL_CTL_ADD, fd, &ev)) < 0) {
-        throw_errno("epoll_ctl ADD");
+void on_accept(Server& s);
+bool on_readable(Server& s, Conn& c);
+void answer(Server& s, Conn& c, std::string_view data);
+bool on_writable(Server& s, Conn& c);
+bool watch(Server& s, Conn& c);
+void keep_reading(Server& s, Conn& c);
+void start_closing(Server& s, Conn& c, std::string_view last_line);
+void close_conn(Server& s, Conn& c);
+std::optional<Clock::time_point> expire_timers(Server& s);
+
+// listing: loop
+int run(const ServerOptions& opt) {
+    Server s(opt);
+    s.listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK);
+    s.epfd = Fd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!s.epfd) {
+        throw_errno("epoll_create1");
     }
-}
+    // Registered once: a completed handshake makes listen_fd readable, a stop signal stop_fd().
+    for (int fd : {s.listen_fd.get(), stop_fd()}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLET;
+        ev.data.fd = fd;
+        if (::epoll_ctl(s.epfd.get(), EPOLL_CTL_ADD, fd, &ev) < 0) {
+            throw_errno("epoll_ctl ADD " + std::to_string(fd));
+        }
+    }
+    announce_listening(s.listen_fd.get(), s.stats.model, opt);
 
-void close_conn(Server& s, Conn& c) {
-    (c.closing ? s.lingering : s.idle).erase(c.timer);
-    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
-    // close(2) also takes the socket out of the epoll set: no EPOLL_CTL_DEL needed.
-    s.conns[c.fd.get()].reset();
+    std::optional<Clock::time_point> deadline;  // the next idle, request or linger timeout
+    epoll_event events[kMaxEvents];
+    std::vector<int> turn;  // this pass's share of the still-readable list
+    while (!stop_requested()) {
+        // Phase 1 for every socket at once; but no edge will come for a socket that is still
+        // readable, so while one is left the thread only looks (timeout 0) and does not sleep.
+        bool unread = s.listen_unread || !s.still_readable.empty();
+        int nready = TRACE_IO("epoll_wait", s.epfd.get(),
+                              ::epoll_wait(s.epfd.get(), events, kMaxEvents,
+                                           unread ? 0 : timeout_ms(deadline, Clock::now())));
+        if (nready < 0 && errno != EINTR) {
+            throw_errno("epoll_wait");
+        }
+        s.now = Clock::now();
+        // An edge only says that something changed: note it, and read below.
+        for (int i = 0; i < nready; ++i) {
+            int fd = events[i].data.fd;
+            uint32_t revents = events[i].events;
+            if (fd == stop_fd()) {
+                continue;  // the loop condition sees stop_requested()
+            }
+            if (fd == s.listen_fd.get()) {
+                s.listen_unread = true;
+                continue;
+            }
+            // A descriptor closed earlier in this batch is not in it twice, and a new connection
+            // on the same number was not registered when epoll_wait filled `events`.
+            Conn* c = s.conns[static_cast<size_t>(fd)].get();
+            if (c == nullptr) {
+                continue;
+            }
+            if ((revents & EPOLLOUT) && !on_writable(s, *c)) {
+                continue;
+            }
+            // EPOLLHUP and EPOLLERR come even when not asked for; recv returns the 0 or the error.
+            if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                keep_reading(s, *c);
+            }
+        }
+        // Phase 2 with a read budget: one batch of accepts and one recv per connection, those
+        // left readable by the last pass first. An entry whose connection has closed since finds
+        // nullptr, or a new connection on that number, which is not listed.
+        if (s.listen_unread) {
+            s.listen_unread = false;
+            on_accept(s);
+        }
+        turn.swap(s.still_readable);
+        for (int fd : turn) {
+            Conn* c = s.conns[static_cast<size_t>(fd)].get();
+            if (c != nullptr && c->unread) {
+                c->unread = false;
+                if (c->events & EPOLLIN) {  // else at kHighWater: watch() brings it back
+                    on_readable(s, *c);
+                }
+            }
+        }
+        turn.clear();
+        deadline = expire_timers(s);
+    }
+    return 0;  // ~Server closes every connection, the listening socket and epfd
 }
+// end listing: loop
 
-// Sends what the socket buffer takes now. Returns false if the connection is gone.
-bool flush(Server& s, Conn& c) {
-    while (c.out_sent < c.out.size()) {
-        size_t len = c.out.size() - c.out_sent;
-        ssize_t n = TRACE_IO("send", c.fd.get(),
-                             ::send(c.fd.get(), c.out.data() + c.out_sent, len, MSG_NOSIGNAL));
-        if (n < 0 && errno == EINTR) {
+// ---- the handlers ----
+
+void on_accept(Server& s) {
+    for (int i = 0; i < kAcceptBudget; ++i) {
+        int conn_fd =
+            TRACE_IO("accept4", s.listen_fd.get(),
+                     ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (conn_fd < 0) {
+            // Out of descriptors, the client stays in the backlog and the listening socket stays
+            // readable: the spare descriptor makes room to turn it away (common/conn.hpp).
+            if ((errno == EMFILE || errno == ENFILE) &&
+                s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
+                continue;
+            }
+            // EAGAIN: the backlog is empty, and the next handshake is a new edge. ECONNABORTED
+            // and the like: next pass, which no edge will announce.
+            s.listen_unread = errno != EAGAIN;
+            return;
+        }
+        if (s.stats.conns.load(std::memory_order_relaxed) >=
+            static_cast<uint64_t>(s.opt.max_conns)) {
+            refuse(s.stats, conn_fd);  // ERR server full
             continue;
         }
-        if (n < 0 && errno != EAGAIN) {
-            close_conn(s, c);  // EPIPE, ECONNRESET: the client is gone
-            return false;
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLET;  // see watch()
+        ev.data.fd = conn_fd;
+        if (TRACE_IO("epoll_ctl", conn_fd, ::epoll_ctl(s.epfd.get(), EPOLL_CTL_ADD, conn_fd, &ev)) <
+            0) {
+            refuse(s.stats, conn_fd);  // ENOMEM, or ENOSPC past fs.epoll.max_user_watches
+            continue;
         }
-        if (n < 0) {
-            break;
+        set_nodelay(conn_fd);
+        auto c = std::make_unique<Conn>(conn_fd, s.opt.max_line);
+        c->events = ev.events;
+        s.idle_timers.arm(c->idle_timer, s.now);
+        if (s.conns.size() <= static_cast<size_t>(conn_fd)) {
+            s.conns.resize(static_cast<size_t>(conn_fd) + 1);
         }
-        c.out_sent += static_cast<size_t>(n);
-        if (static_cast<size_t>(n) < len) {
-            break;  // a short send means the socket buffer is full: an EPOLLOUT edge will come
-        }
+        s.conns[static_cast<size_t>(conn_fd)] = std::move(c);
+        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+        s.stats.conns.fetch_add(1, std::memory_order_relaxed);
     }
-    if (c.out_sent == c.out.size()) {
-        c.out.clear();
-        c.out_sent = 0;
-        if (c.out.capacity() > kKeepOut) {
-            std::string().swap(c.out);  // an idle connection keeps no big buffer
-        }
-        if (c.peer_done) {
-            close_conn(s, c);  // the client sent FIN and has every byte we owed it
-            return false;
-        }
-        if (c.closing && !c.wr_shut) {
-            // FIN after our last byte. We keep reading (and discarding) until the client closes
-            // too: close(2) with unread input would send RST, which can destroy the reply.
-            TRACE_IO("shutdown", c.fd.get(), ::shutdown(c.fd.get(), SHUT_WR));
-            c.wr_shut = true;
-        }
-    }
-    return true;
+    s.listen_unread = true;  // the budget ran out: the backlog may hold more, unreported
 }
 
-void start_closing(Server& s, Conn& c) {
-    c.closing = true;
-    c.since = s.now;
-    s.lingering.splice(s.lingering.end(), s.idle, c.timer);
+// One recv per turn: edge-triggered epoll will not report the rest, so the still-readable list
+// does (keep_reading). Returns false if the connection is over.
+bool on_readable(Server& s, Conn& c) {
+    ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), s.buf, sizeof s.buf, 0));
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return true;
+        }
+        close_conn(s, c);  // ECONNRESET and the like: the client is gone
+        return false;
+    }
+    if (n == 0) {
+        if (c.closing) {
+            close_conn(s, c);  // the client read our last line and closed
+            return false;
+        }
+        c.peer_done = true;  // send what is still owed (echo: the rest of the stream), then close
+        return on_writable(s, c);
+    }
+    keep_reading(s, c);  // more may wait: its next recv is on the next pass
+    if (c.closing) {
+        return true;  // lingering: read only so that close(2) finds no unread input
+    }
+    s.idle_timers.arm(c.idle_timer, s.now);
+    if (s.opt.mode == Mode::echo) {
+        c.out.append(s.buf, static_cast<size_t>(n));
+    } else {
+        answer(s, c, {s.buf, static_cast<size_t>(n)});
+    }
+    return on_writable(s, c);  // all replies to this read in one send
 }
 
-// Answers every complete request line in `data`, appending the replies to c.out.
+// Answers every complete request line in `data`, appending the replies to c.out in order.
 void answer(Server& s, Conn& c, std::string_view data) {
+    bool line_ended = false;
     c.in.feed(data);
     while (auto line = c.in.next()) {
+        line_ended = true;
         Request req = parse_request(*line);
         // The whole loop waits here, every other connection with it.
         if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
@@ -159,221 +269,122 @@ void answer(Server& s, Conn& c, std::string_view data) {
         append_reply(c.out, req, s.stats);
         s.stats.requests.fetch_add(1, std::memory_order_relaxed);
         if (req.verb == Verb::quit) {
-            start_closing(s, c);
+            start_closing(s, c, "");
             return;
         }
     }
     if (c.in.too_long()) {
-        c.out += too_long_reply(s.opt.max_line);
-        start_closing(s, c);
+        start_closing(s, c, too_long_reply(s.opt.max_line));
+        return;
     }
+    track_request(s.request_timers, c.request_timer, c.in, line_ended, s.now);
 }
 
-// Edge-triggered: read until EAGAIN, answering as we go, then send the replies in one go.
-// Returns false if the connection is gone.
-bool read_all(Server& s, Conn& c) {
-    for (;;) {
-        if (!c.closing && c.out.size() - c.out_sent >= kHighWater) {
-            c.unread = true;  // the client is not reading its replies: stop until they are sent
-            return true;
-        }
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), s.buf, sizeof s.buf, 0));
+// Sends what the kernel takes now. Returns false if the connection is over.
+bool on_writable(Server& s, Conn& c) {
+    while (c.pending() > 0) {
+        size_t len = c.pending();
+        ssize_t n = TRACE_IO("send", c.fd.get(),
+                             ::send(c.fd.get(), c.out.data() + c.out_sent, len, MSG_NOSIGNAL));
         if (n < 0 && errno == EINTR) {
             continue;
         }
-        if (n < 0 && errno == EAGAIN) {
-            c.unread = false;  // drained: the next arrival is a new edge
-            return true;
-        }
-        if (n < 0) {
-            close_conn(s, c);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            close_conn(s, c);  // EPIPE, ECONNRESET: the client is gone
             return false;
         }
-        if (n == 0) {
-            c.peer_done = true;  // FIN (EPOLLRDHUP said so too): send what is owed, then close
-            c.unread = false;
-            return true;
+        if (n < 0) {
+            return watch(s, c);  // the send buffer is full: EPOLLOUT says when it has room
         }
-        if (c.closing) {
-            continue;  // lingering: read only so that close(2) finds no unread input
+        c.out_sent += static_cast<size_t>(n);
+        if (static_cast<size_t>(n) < len) {
+            return watch(s, c);  // a short send means the send buffer is full too
         }
-        c.since = s.now;
-        s.idle.splice(s.idle.end(), s.idle, c.timer);
-        if (s.opt.mode == Mode::echo) {
-            c.out.append(s.buf, static_cast<size_t>(n));
-        } else {
-            answer(s, c, {s.buf, static_cast<size_t>(n)});
-        }
+    }
+    c.out.clear();
+    c.out_sent = 0;
+    if (c.out.capacity() > kKeepOut) {
+        std::string().swap(c.out);
+    }
+    if (c.peer_done) {
+        close_conn(s, c);  // the client sent FIN and has every byte we owed it
+        return false;
+    }
+    if (c.closing && !c.wr_shut) {
+        // FIN after our last line. We keep reading (and discarding) until the client closes
+        // too: close(2) with unread input would send RST, which can destroy the line.
+        TRACE_IO("shutdown", c.fd.get(), ::shutdown(c.fd.get(), SHUT_WR));
+        c.wr_shut = true;
+    }
+    return watch(s, c);
+}
+
+// Edge-triggered, EPOLLOUT stays in the set: it wakes us only when a full send buffer gains
+// room. EPOLLIN leaves it while kHighWater bytes are owed, and the EPOLL_CTL_MOD that puts it
+// back re-checks the socket, so bytes that waited meanwhile are reported at once.
+// Returns false if the connection is over.
+bool watch(Server& s, Conn& c) {
+    uint32_t want = EPOLLOUT | EPOLLET;
+    if (!c.peer_done && (c.closing || c.pending() < kHighWater)) {
+        want |= EPOLLIN;
+    }
+    if (want == c.events) {
+        return true;
+    }
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.fd = c.fd.get();
+    if (TRACE_IO("epoll_ctl", c.fd.get(),
+                 ::epoll_ctl(s.epfd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev)) < 0) {
+        // MOD allocates nothing; it fails only if the socket is not in the set. Whatever the
+        // cause, epoll would no longer report what this connection needs: it cannot go on.
+        close_conn(s, c);
+        return false;
+    }
+    c.events = want;
+    return true;
+}
+
+// An edge came, or a recv returned bytes and more may wait. Either way no edge will report
+// what is already there: the connection goes on the still-readable list, once.
+void keep_reading(Server& s, Conn& c) {
+    if (!c.unread) {
+        c.unread = true;
+        s.still_readable.push_back(c.fd.get());
     }
 }
 
-void on_readable(Server& s, Conn& c) {
-    // If the replies all went out at once, the reading we paused can go on at once.
-    do {
-        if (!read_all(s, c) || !flush(s, c)) {
-            return;
-        }
-    } while (c.unread && c.out.empty());
+// ---- the edge cases ----
+
+// QUIT, an over-long line or a timeout: our last line, then the lingering close.
+void start_closing(Server& s, Conn& c, std::string_view last_line) {
+    c.out += last_line;
+    c.closing = true;
+    s.idle_timers.cancel(c.idle_timer);
+    s.request_timers.cancel(c.request_timer);
+    s.linger_timers.arm(c.linger_timer, s.now);
 }
 
-void on_writable(Server& s, Conn& c) {
-    if (flush(s, c) && c.unread && c.out.empty()) {
-        on_readable(s, c);  // we stopped reading at kHighWater; no edge will say so
-    }
+void close_conn(Server& s, Conn& c) {
+    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+    // ~Conn: ~Fd closes the socket (which leaves the epoll set), and its timer entries their lists.
+    s.conns[static_cast<size_t>(c.fd.get())].reset();
 }
 
-// Over --max-conns, or out of descriptors: one line, then close.
-void refuse(Server& s, int conn_fd) {
-    TRACE_IO("send", conn_fd,
-             ::send(conn_fd, kServerFull.data(), kServerFull.size(), MSG_NOSIGNAL));
-    // A request the client already sent would turn our close into a RST: read it away first.
-    TRACE_IO("recv", conn_fd, ::recv(conn_fd, s.buf, sizeof s.buf, 0));
-    ::close(conn_fd);
-    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
-}
-
-// Edge-triggered: one report may stand for many completed handshakes. Accept until EAGAIN.
-void on_accept(Server& s) {
-    for (;;) {
-        int conn_fd =
-            TRACE_IO("accept4", s.listen_fd.get(),
-                     ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (conn_fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-            // Give up the spare descriptor for the one moment it takes to turn this client away,
-            // and go on: the backlog must be emptied to EAGAIN.
-            s.spare_fd.reset();
-            conn_fd = TRACE_IO(
-                "accept4", s.listen_fd.get(),
-                ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-            int accept_errno = errno;
-            if (conn_fd >= 0) {
-                refuse(s, conn_fd);
-            }
-            s.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-            if (conn_fd < 0 && accept_errno == EAGAIN) {
-                return;
-            }
-            continue;
-        }
-        if (conn_fd < 0) {
-            if (errno == EAGAIN || errno == ENOMEM || errno == ENOBUFS) {
-                return;  // drained (or the kernel is short of memory: the next edge retries)
-            }
-            continue;  // ECONNABORTED, EINTR: that one is gone, take the next
-        }
-        if (s.stats.conns.load(std::memory_order_relaxed) >=
-            static_cast<uint64_t>(s.opt.max_conns)) {
-            refuse(s, conn_fd);
-            continue;
-        }
-        set_nodelay(conn_fd);
-        auto c = std::make_unique<Conn>(conn_fd, s.opt.max_line);
-        // Registered once, never modified: EPOLLOUT only reports a change, so it costs nothing
-        // while our sends fit; EPOLLRDHUP reports the client's FIN.
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-        ev.data.fd = conn_fd;
-        if (TRACE_IO("epoll_ctl", conn_fd, ::epoll_ctl(s.epfd.get(), EPOLL_CTL_ADD, conn_fd, &ev)) <
-            0) {
-            continue;  // ENOMEM, or ENOSPC past fs.epoll.max_user_watches: c closes the socket
-        }
-        c->since = s.now;
-        c->timer = s.idle.insert(s.idle.end(), c.get());
-        if (s.conns.size() <= static_cast<size_t>(conn_fd)) {
-            s.conns.resize(static_cast<size_t>(conn_fd) + 1);
-        }
-        s.conns[static_cast<size_t>(conn_fd)] = std::move(c);
-        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
-        s.stats.conns.fetch_add(1, std::memory_order_relaxed);
+// The deadlines that are due; returns the next one.
+std::optional<Clock::time_point> expire_timers(Server& s) {
+    while (Conn* c = s.linger_timers.pop_expired(s.now)) {
+        close_conn(s, *c);  // it had its time to read our last line
     }
-}
-
-// Both lists are ordered by `since`, so only their fronts can be due: O(1) per expiry.
-// Returns epoll_wait's timeout in milliseconds until the next one (-1: none).
-int expire_timers(Server& s) {
-    using namespace std::chrono;
-    auto idle_limit = duration_cast<Clock::duration>(duration<double>(s.opt.idle_timeout));
-    while (!s.lingering.empty() && s.lingering.front()->since + kLinger <= s.now) {
-        close_conn(s, *s.lingering.front());
+    while (Conn* c = s.idle_timers.pop_expired(s.now)) {
+        start_closing(s, *c, kIdleTimeout);
+        on_writable(s, *c);
     }
-    while (s.opt.idle_timeout > 0 && !s.idle.empty() &&
-           s.idle.front()->since + idle_limit <= s.now) {
-        Conn& c = *s.idle.front();
-        c.out += kIdleTimeout;
-        start_closing(s, c);
-        flush(s, c);
+    while (Conn* c = s.request_timers.pop_expired(s.now)) {
+        start_closing(s, *c, kRequestTimeout);
+        on_writable(s, *c);
     }
-    auto next = Clock::time_point::max();
-    if (!s.lingering.empty()) {
-        next = s.lingering.front()->since + kLinger;
-    }
-    if (s.opt.idle_timeout > 0 && !s.idle.empty()) {
-        next = std::min(next, s.idle.front()->since + idle_limit);
-    }
-    if (next == Clock::time_point::max()) {
-        return -1;
-    }
-    return static_cast<int>(ceil<milliseconds>(next - s.now).count());
-}
-
-int run(const ServerOptions& opt) {
-    Server s(opt);
-    s.listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK);
-    s.epfd = Fd(::epoll_create1(EPOLL_CLOEXEC));
-    if (!s.epfd) {
-        throw_errno("epoll_create1");
-    }
-    s.spare_fd = Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!s.spare_fd) {
-        throw_errno("open /dev/null");
-    }
-    watch(s, s.listen_fd.get(), EPOLLIN | EPOLLET);  // an edge per batch of handshakes
-    watch(s, stop_fd(), EPOLLIN);                    // SIGINT/SIGTERM write a byte to this pipe
-    announce_listening(s.listen_fd.get(), s.stats.model, opt);
-
-    epoll_event events[kMaxEvents];
-    int timeout = -1;
-    while (!stop_requested()) {
-        int nready = TRACE_IO("epoll_wait", s.epfd.get(),
-                              ::epoll_wait(s.epfd.get(), events, kMaxEvents, timeout));
-        if (nready < 0 && errno != EINTR) {
-            throw_errno("epoll_wait");
-        }
-        s.now = Clock::now();
-        for (int i = 0; i < nready; ++i) {
-            int fd = events[i].data.fd;
-            uint32_t revents = events[i].events;
-            if (fd == s.listen_fd.get()) {
-                on_accept(s);
-                continue;
-            }
-            if (fd == stop_fd()) {
-                continue;  // the loop condition sees stop_requested()
-            }
-            // A closed descriptor cannot be reported again in this batch, and a new connection
-            // on the same number was not ready when epoll_wait filled `events`.
-            Conn* c = s.conns[static_cast<size_t>(fd)].get();
-            if (c == nullptr) {
-                continue;
-            }
-            if (revents & EPOLLERR) {
-                close_conn(s, *c);  // RST or another error: the connection is lost
-                continue;
-            }
-            if (revents & EPOLLOUT) {
-                on_writable(s, *c);
-                if (s.conns[static_cast<size_t>(fd)] == nullptr) {
-                    continue;
-                }
-            }
-            if (revents & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
-                on_readable(s, *c);
-            }
-        }
-        s.now = Clock::now();
-        timeout = expire_timers(s);
-    }
-    return 0;  // ~Server closes every connection, the listening socket and epfd
+    return earliest_deadline(s.idle_timers, s.request_timers, s.linger_timers);
 }
 
 }  // namespace
@@ -385,7 +396,7 @@ int main(int argc, char** argv) {
     if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
         return rc;
     }
-    // A client that vanishes turns our next send into EPIPE; sends pass MSG_NOSIGNAL, and
+    // A client that vanishes turns our next send into EPIPE; the sends pass MSG_NOSIGNAL, and
     // ignoring SIGPIPE as well keeps any other write from killing the server.
     std::signal(SIGPIPE, SIG_IGN);
     try {
