@@ -158,6 +158,7 @@ struct LoadGen::Conn {
     ReplyChecker check;
     std::deque<int64_t> due;  // when each request in flight was due, oldest first
     uint64_t seq = 0;
+    int64_t connect_started = 0;  // connect per request: the next request's latency starts here
 };
 
 struct LoadGen::Target {
@@ -218,29 +219,51 @@ size_t LoadGen::add_target(const std::string& host, uint16_t port, int conns, do
     return index;
 }
 
+bool LoadGen::open_socket(Conn& c) {
+    const Target& t = targets_[c.target];
+    c.fd.reset(::socket(t.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!c.fd) {
+        fail(c, std::string("socket: ") + std::strerror(errno));
+        return false;
+    }
+    int one = 1;
+    ::setsockopt(c.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const auto* dst = reinterpret_cast<const sockaddr_in*>(&t.addr);
+    if (spec_.connect_per_request && t.addr.ss_family == AF_INET &&
+        (ntohl(dst->sin_addr.s_addr) >> 24) == 127) {
+        // Every connection leaves a TIME_WAIT socket holding its 4-tuple for 60 s; one source
+        // address has ~28,000 ephemeral ports, so a long run would run out. The whole of
+        // 127.0.0.0/8 is loopback: spread the sources over 253 of its addresses.
+        // IP_BIND_ADDRESS_NO_PORT lets connect(2) pick the port for the full 4-tuple.
+        sockaddr_in src{};
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl((127u << 24) | (2 + next_source_++ % 253));
+        ::setsockopt(c.fd.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (::bind(c.fd.get(), reinterpret_cast<const sockaddr*>(&src), sizeof src) < 0) {
+            fail(c, std::string("bind a source address: ") + std::strerror(errno));
+            return false;
+        }
+    }
+    c.connect_started = now_ns();
+    int rc = ::connect(c.fd.get(), reinterpret_cast<const sockaddr*>(&t.addr), t.addr_len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        // EADDRNOTAVAIL: out of ephemeral ports; EMFILE: out of descriptors. Either way the
+        // connection is over and the point says why, rather than waiting forever.
+        fail(c, "connect " + t.name + ": " + std::strerror(errno));
+        return false;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLOUT;
+    ev.data.u64 = c.id;
+    ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);
+    c.state = Conn::State::connecting;
+    ++connecting_;
+    return true;
+}
+
 void LoadGen::start_connects() {
     while (connecting_ < spec_.max_connecting && next_connect_ < conns_.size()) {
-        Conn& c = conns_[next_connect_];
-        uint64_t index = next_connect_++;
-        const Target& t = targets_[c.target];
-        c.fd.reset(::socket(t.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        if (!c.fd) {
-            fail(c, std::string("socket: ") + std::strerror(errno));
-            continue;
-        }
-        int one = 1;
-        ::setsockopt(c.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        int rc = ::connect(c.fd.get(), reinterpret_cast<const sockaddr*>(&t.addr), t.addr_len);
-        if (rc < 0 && errno != EINPROGRESS) {
-            fail(c, "connect " + t.name + ": " + std::strerror(errno));
-            continue;
-        }
-        epoll_event ev{};
-        ev.events = EPOLLOUT;
-        ev.data.u64 = index;
-        ::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);
-        c.state = Conn::State::connecting;
-        ++connecting_;
+        open_socket(conns_[next_connect_++]);
     }
 }
 
@@ -263,7 +286,10 @@ int LoadGen::connect(std::chrono::milliseconds deadline) {
 int LoadGen::open_conns(size_t target) const {
     int open = 0;
     for (const Conn& c : conns_) {
-        open += c.target == target && c.state == Conn::State::open;
+        // Connecting per request, a live connection is often between two connects.
+        bool alive = c.state == Conn::State::open ||
+                     (spec_.connect_per_request && c.state == Conn::State::connecting);
+        open += c.target == target && alive;
     }
     return open;
 }
@@ -286,6 +312,7 @@ int64_t LoadGen::oldest_waiting_ns(size_t target, int64_t now) const {
 
 void LoadGen::on_connected(Conn& c) {
     c.state = Conn::State::open;
+    targets_[c.target].stats.connects++;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = c.id;
@@ -293,9 +320,13 @@ void LoadGen::on_connected(Conn& c) {
     c.want_out = false;
     const Target& t = targets_[c.target];
     if (sending_ && (t.rate == 0 || c.work)) {
-        int n = c.work ? 1 : spec_.pipeline;
-        for (int i = 0; i < n; ++i) {
-            issue(c, now_ns());
+        if (spec_.connect_per_request && !c.work) {
+            issue(c, c.connect_started);  // the handshake and the accept are part of its cost
+        } else {
+            int n = c.work ? 1 : spec_.pipeline;
+            for (int i = 0; i < n; ++i) {
+                issue(c, now_ns());
+            }
         }
         flush(c);
     }
@@ -403,9 +434,20 @@ void LoadGen::on_readable(Conn& c) {
             t.stats.completed++;
             t.stats.latency.record(static_cast<uint64_t>(std::max<int64_t>(now - due, 0)));
         }
-        if (sending_ && (t.rate == 0 || c.work)) {
+        if (sending_ && (t.rate == 0 || c.work) && !(spec_.connect_per_request && !c.work)) {
             issue(c, now);
         }
+    }
+    if (spec_.connect_per_request && !c.work && c.due.empty()) {
+        // The reply is in: close (ours is the active close, so the TIME_WAIT is ours) and
+        // connect again for the next request.
+        c.fd.reset();
+        c.check.clear();
+        c.state = Conn::State::idle;
+        if (sending_) {
+            open_socket(c);
+        }
+        return;
     }
     flush(c);
 }
@@ -503,7 +545,7 @@ void LoadGen::start() {
     for (Conn& c : conns_) {
         const Target& t = targets_[c.target];
         if (c.state == Conn::State::open && (t.rate == 0 || c.work)) {
-            int n = c.work ? 1 : spec_.pipeline;
+            int n = (c.work || spec_.connect_per_request) ? 1 : spec_.pipeline;
             for (int i = 0; i < n; ++i) {
                 issue(c, now);
             }

@@ -2,13 +2,21 @@
 // every connection non-blocking, so that a single core can keep hundreds of thousands of
 // requests per second in flight and the server, not the client, is what gets measured.
 //
-// Two load shapes:
+// Two load shapes, over persistent connections or, with connect_per_request, a new connection
+// per request:
 //   closed loop: each connection sends a request, waits for the whole reply, sends the next (the
 //                peak a server can sustain with N clients);
 //   open loop:   requests are due at a constant rate on a fixed schedule whatever the server does,
 //                and latency runs from when a request was DUE, not from when it could be sent.
 //                A server that stalls for 200 ms is charged 200 ms for every request that fell
 //                due during the stall (no coordinated omission).
+//   connect per request (closed loop only): each connection sends one request, and once its reply
+//                has arrived it closes and connects again for the next; latency runs from the
+//                connect, so it includes the handshake and the server's accept. This is what a
+//                connection pool saves. The client closes first, so the TIME_WAIT sockets are
+//                the client's; their ports are spread over the source addresses 127.0.0.2 to
+//                127.0.0.254, since one source address has only ~28,000 ephemeral ports and a
+//                socket in TIME_WAIT keeps its port for 60 s.
 // Every reply is checked byte for byte against what the request asked for; a mismatch, a reset
 // or a close ends that connection and counts as an error, and a request still unanswered when
 // the run ends counts as a timeout (also an error).
@@ -81,9 +89,10 @@ void make_request(Mode mode, size_t payload, uint64_t conn, uint64_t seq, std::s
 struct LoadSpec {
     Mode mode = Mode::qa;
     size_t payload = 64;
-    int pipeline = 1;            // closed loop: requests in flight per connection
-    int max_outstanding = 1000;  // open loop: a connection further behind skips requests
-    int max_connecting = 256;    // connects in flight at once (spares the listen backlog)
+    int pipeline = 1;                  // closed loop: requests in flight per connection
+    int max_outstanding = 1000;        // open loop: a connection further behind skips requests
+    int max_connecting = 256;          // connects in flight at once (spares the listen backlog)
+    bool connect_per_request = false;  // closed loop: a new connection for every request
 };
 
 struct TargetStats {
@@ -93,6 +102,7 @@ struct TargetStats {
     uint64_t errors = 0;    // connections lost (mismatch, reset, close) + timeouts
     uint64_t timeouts = 0;  // requests unanswered at finish()
     uint64_t skipped = 0;  // open loop: requests not sent because the connection was too far behind
+    uint64_t connects = 0;  // connections established (connect per request: one per request)
     Histogram latency;
     std::string first_error;
 };
@@ -114,7 +124,8 @@ public:
     // Opens every connection (non-blocking connects, max_connecting in flight) and waits until
     // each has connected or failed, or the deadline passed. Returns how many are connected.
     int connect(std::chrono::milliseconds deadline);
-    // Each target's connections that are connected and alive now.
+    // Each target's connections that are connected and alive now (connecting per request: or
+    // connecting again).
     int open_conns(size_t target) const;
     // Requests sent and not yet answered, on the target's live connections.
     uint64_t outstanding(size_t target) const;
@@ -153,6 +164,7 @@ private:
     void flush(Conn& c);
     void fail(Conn& c, const std::string& why);
     void start_connects();
+    bool open_socket(Conn& c);  // socket + connect (non-blocking); false if it failed
     void issue_due(int64_t now);
     int64_t next_due() const;
 
@@ -164,7 +176,8 @@ private:
     int connecting_ = 0;
     bool sending_ = false;
     std::vector<char> buf_;
-    std::string req_, rep_;  // scratch for make_request
+    std::string req_, rep_;     // scratch for make_request
+    uint32_t next_source_ = 0;  // connect per request: the next source address, 127.0.0.2 + n
 };
 
 }  // namespace iolab

@@ -252,6 +252,7 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
         o << ", \"conns\": " << r.conns;
         o << ", \"payload\": " << r.payload;
         o << ", \"mode\": " << str(r.mode);
+        o << ", \"shape\": " << str(r.shape);
         o << ", \"rate\": " << num(r.rate, 0);
         o << ", \"duration_s\": " << num(r.duration_s, 3);
         o << ", \"requests\": " << r.requests;
@@ -272,6 +273,10 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
         o << ", \"errors\": " << r.errors;
         o << ", \"not_sent\": " << r.not_sent;
         o << ", \"conns_connected\": " << r.conns_connected;
+        o << ", \"processes\": " << r.processes;
+        o << ", \"pss_kib\": " << r.pss_kib;
+        o << ", \"accepts_per_s\": " << num(r.accepts_per_s, 0);
+        o << ", \"time_wait\": " << r.time_wait;
         o << ", \"first_error\": " << str(r.first_error) << "}";
     }
     o << "\n  ],\n  \"skipped\": [";
@@ -313,7 +318,7 @@ std::string results_csv(const std::vector<PointResult>& rows) {
     o << "variant,conns,payload,mode,rate,duration_s,requests,req_per_s,p50_us,p99_us,p999_us,"
          "max_us,server_cpu_us_per_req,syscalls_per_req,threads,rss_kib,rss_per_conn_kib,"
          "ctx_switches_voluntary,ctx_switches_involuntary,client_cpu_pct,client_bound,errors,"
-         "not_sent,conns_connected,first_error\n";
+         "not_sent,conns_connected,shape,processes,pss_kib,accepts_per_s,time_wait,first_error\n";
     for (const PointResult& r : rows) {
         o << csv_field(r.variant) << ',' << r.conns << ',' << r.payload << ',' << r.mode << ','
           << num(r.rate, 0) << ',' << num(r.duration_s, 3) << ',' << r.requests << ','
@@ -323,7 +328,9 @@ std::string results_csv(const std::vector<PointResult>& rows) {
           << r.threads << ',' << r.rss_kib << ',' << csv_num(r.rss_per_conn_kib, 2) << ','
           << r.ctx_switches_voluntary << ',' << r.ctx_switches_involuntary << ','
           << num(r.client_cpu_pct, 1) << ',' << (r.client_bound ? "true" : "false") << ','
-          << r.errors << ',' << r.not_sent << ',' << r.conns_connected << ','
+          << r.errors << ',' << r.not_sent << ',' << r.conns_connected << ',' << r.shape << ','
+          << r.processes << ',' << r.pss_kib << ',' << csv_num(r.accepts_per_s, 0) << ','
+          << (r.time_wait < 0 ? std::string() : std::to_string(r.time_wait)) << ','
           << csv_field(r.first_error) << '\n';
     }
     return o.str();
@@ -345,17 +352,31 @@ std::string cell(double v, int decimals = 1) {
 
 std::string results_table(const std::vector<PointResult>& rows,
                           const std::vector<Skipped>& skipped) {
+    bool per_request = false;
+    for (const PointResult& r : rows) {
+        per_request = per_request || r.shape == "per-request";
+    }
     std::vector<std::vector<std::string>> t;
     t.push_back({"variant", "conns", "mode", "req/s", "p50 us", "p99 us", "p99.9 us", "cpu us/req",
                  "sys/req", "threads", "rss KiB", "KiB/conn", "client %", "errors"});
+    if (per_request) {
+        t[0].insert(t[0].end(), {"accepts/s", "TIME_WAIT"});
+    }
     for (const PointResult& r : rows) {
         std::string client = cell(r.client_cpu_pct, 0) + (r.client_bound ? "!" : "");
         std::string mode = r.mode == "open" ? "open@" + cell(r.rate, 0) : r.mode;
+        if (r.shape == "per-request") {
+            mode += " new-conn";
+        }
         t.push_back({r.variant, std::to_string(r.conns), mode, cell(r.req_per_s, 0), cell(r.p50_us),
                      cell(r.p99_us), cell(r.p999_us), cell(r.server_cpu_us_per_req, 2),
                      cell(r.syscalls_per_req, 2), std::to_string(r.threads),
                      std::to_string(r.rss_kib), cell(r.rss_per_conn_kib, 2), client,
                      std::to_string(r.errors)});
+        if (per_request) {
+            t.back().insert(t.back().end(), {cell(r.accepts_per_s, 0),
+                                             r.time_wait < 0 ? "-" : std::to_string(r.time_wait)});
+        }
     }
     std::vector<size_t> width(t[0].size(), 0);
     for (const auto& row : t) {

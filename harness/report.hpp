@@ -61,7 +61,10 @@ struct PointResult {
     int conns = 0;
     size_t payload = 0;
     std::string mode;  // "closed" (each connection waits for its reply) or "open" (fixed rate)
-    double rate = 0;   // open loop: requests/s asked for; 0 for closed loop
+    // "persistent" (connections held for the whole run) or "per-request" (a new connection for
+    // every request: connect, request, reply, close)
+    std::string shape = "persistent";
+    double rate = 0;  // open loop: requests/s asked for; 0 for closed loop
     double duration_s = 0;
     uint64_t requests = 0;  // replies checked within the measured window
     double req_per_s = 0;
@@ -72,8 +75,9 @@ struct PointResult {
     double server_cpu_us_per_req = -1;
     double syscalls_per_req = -1;
     int threads = 0;
-    long rss_kib = 0;
-    double rss_per_conn_kib = -1;
+    long rss_kib = 0;              // the server process's resident set
+    long pss_kib = -1;             // proportional set size of the server's process tree
+    double rss_per_conn_kib = -1;  // growth of pss_kib per connection (RSS in iolab scale)
     long ctx_switches_voluntary = 0;
     long ctx_switches_involuntary = 0;
     double client_cpu_pct = 0;
@@ -82,6 +86,9 @@ struct PointResult {
     uint64_t not_sent = 0;  // open loop: requests skipped by a connection 1000 replies behind
     int conns_connected = 0;
     std::string first_error;
+    int processes = 1;          // the server's process tree (02_process_per_conn forks)
+    double accepts_per_s = -1;  // per-request shape: connections accepted per second
+    long time_wait = -1;        // per-request shape: TIME_WAIT sockets on the port afterwards
 };
 
 // A variant that did not produce figures: unavailable (exit 77: the model cannot run on this

@@ -109,6 +109,7 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     auto idle = read_proc_stats(server.pid());
     int idle_threads = idle ? idle->threads : 0;
     long idle_rss = idle ? idle->rss_kib : 0;
+    long idle_pss = tree_pss_kib(server.pid());
     std::printf("idle:        CPU %.1f %%   threads %d   RSS %ld KiB\n", idle_pct, idle_threads,
                 idle_rss);
 
@@ -125,7 +126,7 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     spec.duration_s = opt.duration;
     spec.warmup_s = 0.3;
     Histogram closed_lat;
-    PointResult closed = measure_point(server, v->name, spec, idle_rss, sample, &closed_lat);
+    PointResult closed = measure_point(server, v->name, spec, idle_pss, sample, &closed_lat);
     std::printf(
         "closed loop: %d conns, %.0f req/s, %.2f us server CPU/request, %.2f "
         "syscalls/request, threads %d (max %d), RSS %ld KiB, errors %llu%s\n",
@@ -139,7 +140,7 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     if (!stop_requested() && server.alive()) {
         spec.rate = opt.rate > 0 ? opt.rate : std::max(100.0, std::floor(closed.req_per_s / 2));
         max_threads = 0;
-        PointResult open = measure_point(server, v->name, spec, idle_rss, sample, &open_lat);
+        PointResult open = measure_point(server, v->name, spec, idle_pss, sample, &open_lat);
         std::printf(
             "open loop:   %.0f req/s asked, %.0f served, %.2f us server CPU/request, "
             "threads %d (max %d), errors %llu\n",

@@ -14,6 +14,8 @@ struct CompareOptions {
     double warmup = 0.2;
     double rate = 0;  // 0 = closed loop
     std::string out = "results";
+    // Also measure each point with a new connection per request, beside the persistent one.
+    bool connect_per_request = false;
 };
 int run_compare(const CompareOptions& opt, const std::string& command_line);
 

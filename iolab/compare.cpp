@@ -20,9 +20,10 @@ std::vector<Series> series_of(const std::vector<PointResult>& rows,
     std::vector<Series> out;
     std::map<std::string, size_t> index;
     for (const PointResult& r : rows) {
-        auto [it, fresh] = index.emplace(r.variant, out.size());
+        std::string name = r.variant + (r.shape == "per-request" ? " (new conn per request)" : "");
+        auto [it, fresh] = index.emplace(name, out.size());
         if (fresh) {
-            out.push_back({r.variant, {}});
+            out.push_back({name, {}});
         }
         out[it->second].points.emplace_back(r.conns, y(r));
     }
@@ -71,7 +72,14 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     info.load = load;
 
     int max_conns = conns.back();
-    size_t total = variants.size() * conns.size();
+    std::vector<bool> shapes = {false};  // connect per request?
+    if (opt.connect_per_request) {
+        shapes.push_back(true);
+        info.load +=
+            "; each point also with a new connection per request, its source address "
+            "one of 127.0.0.2-127.0.0.254";
+    }
+    size_t total = variants.size() * conns.size() * shapes.size();
     size_t done = 0;
     double per_point = opt.duration + opt.warmup + 0.3;
     int64_t started = now_ns();
@@ -95,18 +103,17 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
             std::fprintf(stderr, "[%zu/%zu] %s: %s: %s\n", vi + 1, variants.size(), v.name.c_str(),
                          unavailable ? "unavailable here" : "FAILED to start",
                          server.reason().c_str());
-            done += conns.size();
+            done += conns.size() * shapes.size();
             continue;
         }
         // The baseline for memory per connection: the server after it has served one request,
         // so that what it sets up lazily on first use (buffer rings, a thread pool's stacks) is
         // not charged to the load's connections.
         ask_stats(server.host(), server.port(), std::chrono::seconds(2));
-        long rss_idle = 0;
-        if (auto s = read_proc_stats(server.pid())) {
-            rss_idle = s->rss_kib;
-        }
-        for (int n : conns) {
+        long pss_idle = tree_pss_kib(server.pid());
+        for (size_t point = 0; point < conns.size() * shapes.size(); ++point) {
+            int n = conns[point / shapes.size()];
+            bool per_request = shapes[point % shapes.size()];
             if (stop_requested()) {
                 break;
             }
@@ -118,8 +125,8 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
                 done ? elapsed / static_cast<double>(done) * static_cast<double>(total - done)
                      : static_cast<double>(total - done) * per_point;
             char head[200];
-            std::snprintf(head, sizeof head, "[%zu/%zu] %-28s conns=%-5d", vi + 1, variants.size(),
-                          v.name.c_str(), n);
+            std::snprintf(head, sizeof head, "[%zu/%zu] %-28s conns=%-5d%s", vi + 1,
+                          variants.size(), v.name.c_str(), n, per_request ? " new-conn" : "");
             std::fprintf(stderr, "%s  ~%s left", head, format_seconds(left).c_str());
             std::fflush(stderr);
             PointSpec spec;
@@ -128,7 +135,8 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
             spec.rate = opt.rate;
             spec.duration_s = opt.duration;
             spec.warmup_s = opt.warmup;
-            PointResult r = measure_point(server, v.name, spec, rss_idle, [&](double f) {
+            spec.connect_per_request = per_request;
+            PointResult r = measure_point(server, v.name, spec, pss_idle, [&](double f) {
                 if (tty) {
                     std::fprintf(stderr, "\r%s  %3.0f%%  ~%s left   ", head, f * 100,
                                  format_seconds(left - f * per_point).c_str());

@@ -55,13 +55,14 @@ double stat_number(const std::optional<std::map<std::string, std::string>>& kv,
 }  // namespace
 
 PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
-                          long rss_idle_kib, const std::function<bool(double)>& tick,
+                          long pss_idle_kib, const std::function<bool(double)>& tick,
                           Histogram* latency) {
     PointResult r;
     r.variant = variant;
     r.conns = spec.conns;
     r.payload = spec.payload;
     r.mode = spec.rate > 0 ? "open" : "closed";
+    r.shape = spec.connect_per_request ? "per-request" : "persistent";
     r.rate = spec.rate;
     r.duration_s = spec.duration_s;
 
@@ -75,6 +76,7 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     LoadSpec load;
     load.mode = spec.mode;
     load.payload = spec.payload;
+    load.connect_per_request = spec.connect_per_request;
     LoadGen gen(load);
     size_t t = gen.add_target(server.host(), server.port(), spec.conns, spec.rate);
     gen.connect(std::chrono::seconds(10));
@@ -97,8 +99,10 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     gen.reset_stats();
 
     int open_at_start = gen.open_conns(t);
-    double cpu0 = process_cpu_s(server.pid());
-    CtxSwitches ctx0 = process_ctx_switches(server.pid());
+    // Every figure of the server is taken over its process tree (a forking server works in its
+    // children; for the others the tree is the process alone).
+    double cpu0 = tree_cpu_s(server.pid());
+    CtxSwitches ctx0 = tree_ctx_switches(server.pid());
     double client0 = thread_cpu_s();
     int64_t t0 = now_ns();
     int64_t end = t0 + static_cast<int64_t>(spec.duration_s * 1e9);
@@ -109,11 +113,18 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     int64_t t1 = now_ns();
     double client1 = thread_cpu_s();
     auto proc1 = read_proc_stats(server.pid());
-    double cpu1 = process_cpu_s(server.pid());
-    CtxSwitches ctx1 = process_ctx_switches(server.pid());
+    int threads1 = tree_threads(server.pid());
+    int processes1 = tree_processes(server.pid());
+    long pss1 = tree_pss_kib(server.pid());
+    double cpu1 = tree_cpu_s(server.pid());
+    CtxSwitches ctx1 = tree_ctx_switches(server.pid());
     uint64_t completed = gen.stats(t).completed;
+    uint64_t connects = gen.stats(t).connects;
     gen.finish(std::chrono::milliseconds(spec.grace_ms));
     gen.close_all();
+    if (spec.connect_per_request) {
+        r.time_wait = time_wait_sockets(server.port());
+    }
 
     const TargetStats& s = gen.stats(t);
     if (latency != nullptr) {
@@ -131,12 +142,19 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     if (completed > 0 && cpu0 >= 0 && cpu1 >= 0) {
         r.server_cpu_us_per_req = (cpu1 - cpu0) * 1e6 / static_cast<double>(completed);
     }
+    if (elapsed > 0 && spec.connect_per_request) {
+        r.accepts_per_s = static_cast<double>(connects) / elapsed;
+    }
     if (proc1) {
-        r.threads = proc1->threads;
+        r.threads = threads1;
+        r.processes = std::max(processes1, 1);
         r.rss_kib = proc1->rss_kib;
-        if (spec.conns > 0) {
+        r.pss_kib = pss1;
+        // Memory per connection is the growth of the tree's PSS: for a forking server RSS would
+        // count every page the children share with the parent once per child.
+        if (spec.conns > 0 && pss1 > 0) {
             r.rss_per_conn_kib =
-                std::max(0.0, static_cast<double>(proc1->rss_kib - rss_idle_kib) / spec.conns);
+                std::max(0.0, static_cast<double>(pss1 - pss_idle_kib) / spec.conns);
         }
     }
     r.ctx_switches_voluntary = ctx1.voluntary - ctx0.voluntary;

@@ -35,14 +35,15 @@ struct PointSpec {
     double duration_s = 1.0;
     double warmup_s = 0.2;
     int grace_ms = 500;
+    bool connect_per_request = false;  // closed loop, a new connection for every request
 };
 
-// Measures one load point against a running server. rss_idle_kib is the server's RSS before any
-// load connection, for rss_per_conn_kib. `tick` is called about every 250 ms with the fraction
-// of the point done; it returns false to abandon the point (Ctrl-C).
-// `latency`, if given, receives the latency histogram.
+// Measures one load point against a running server. pss_idle_kib is tree_pss_kib() of the server
+// before any load connection, for rss_per_conn_kib (memory per connection, as PSS). `tick` is
+// called about every 250 ms with the fraction of the point done; it returns false to abandon the
+// point (Ctrl-C). `latency`, if given, receives the latency histogram.
 PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
-                          long rss_idle_kib, const std::function<bool(double)>& tick = {},
+                          long pss_idle_kib, const std::function<bool(double)>& tick = {},
                           Histogram* latency = nullptr);
 
 // Parses "1,10,100" into numbers; throws std::invalid_argument on anything else.

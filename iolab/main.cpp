@@ -69,6 +69,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0.0, 10000000.0));
     compare->add_option("--out", cmp.out, "Directory for results.json, results.csv, *.svg")
         ->capture_default_str();
+    compare
+        ->add_flag("--connect-per-request", cmp.connect_per_request,
+                   "Measure every point twice: over persistent connections, and with a new "
+                   "connection per request (connect, request, reply, close), what a pool saves")
+        ->excludes("--rate");
 
     BenchOptions bench;
     CLI::App* bench_cmd = app.add_subcommand(

@@ -31,6 +31,7 @@
 
 #include "common/net.hpp"
 #include "harness/loadgen.hpp"
+#include "harness/procinfo.hpp"
 #include "harness/registry.hpp"
 #include "harness/report.hpp"
 
@@ -308,6 +309,27 @@ TEST(LoadGen, ClosedLoopCountsCheckedReplies) {
     EXPECT_EQ(s.errors, 0u) << s.first_error;
     EXPECT_EQ(s.latency.count(), s.completed);
     EXPECT_EQ(s.sent, s.completed);
+}
+
+TEST(LoadGen, ConnectPerRequestOpensOneConnectionPerReply) {
+    TinyServer server;
+    LoadSpec spec;
+    spec.connect_per_request = true;
+    LoadGen gen(spec);
+    size_t t = gen.add_target("127.0.0.1", server.port(), 1, 0);
+    ASSERT_EQ(gen.connect(5s), 1);
+    gen.start();
+    gen.run_until(now_ns() + 300000000);
+    gen.finish(1000ms);
+    const TargetStats& s = gen.stats(t);
+    EXPECT_GT(s.completed, 20u);
+    EXPECT_EQ(s.errors, 0u) << s.first_error;
+    // The first connection was made before start(); each reply after it needs a new one.
+    EXPECT_GE(s.connects + 1, s.completed);
+    EXPECT_LE(s.connects, s.completed + 1);
+    // The client closed each one first: the TIME_WAIT sockets are on this port, from several
+    // source addresses.
+    EXPECT_GE(time_wait_sockets(server.port()), static_cast<long>(s.completed) - 2);
 }
 
 TEST(LoadGen, ACorruptedByteIsAnError) {
@@ -713,6 +735,33 @@ TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
         EXPECT_EQ(xml_problem(text), "") << svg;
         EXPECT_NE(text.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
     }
+    std::string cleanup = "rm -rf '" + dir + "'";
+    EXPECT_EQ(std::system(cleanup.c_str()), 0);
+}
+
+TEST(IolabCompare, ConnectPerRequestReportsBothShapes) {
+    char tmpl[] = "/tmp/iolab_test_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string dir = tmpl;
+    std::string iolab = std::string(IOLAB_BIN_DIR) + "/iolab";
+    int code = run_child({iolab, "compare", "--connect-per-request", "--models", "05_epoll",
+                          "--conns", "2", "--duration", "0.5", "--warmup", "0.1", "--out", dir},
+                         dir + "/output.txt", 60s);
+    std::string output = read_file(dir + "/output.txt");
+    ASSERT_EQ(code, 0) << output;
+    EXPECT_NE(output.find("TIME_WAIT"), std::string::npos) << output;
+    Json doc;
+    ASSERT_NO_THROW(doc = JsonParser(read_file(dir + "/results.json")).parse());
+    const JsonArray& rows = doc.obj().at("results").arr();
+    ASSERT_EQ(rows.size(), 2u) << output;
+    EXPECT_EQ(std::get<std::string>(rows[0].obj().at("shape").v), "persistent");
+    EXPECT_EQ(std::get<std::string>(rows[1].obj().at("shape").v), "per-request");
+    for (const Json& row : rows) {
+        EXPECT_EQ(std::get<double>(row.obj().at("errors").v), 0) << output;
+    }
+    const JsonObject& fresh = rows[1].obj();
+    EXPECT_GT(std::get<double>(fresh.at("accepts_per_s").v), 50) << output;
+    EXPECT_GT(std::get<double>(fresh.at("time_wait").v), 10) << output;
     std::string cleanup = "rm -rf '" + dir + "'";
     EXPECT_EQ(std::system(cleanup.c_str()), 0);
 }
