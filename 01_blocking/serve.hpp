@@ -81,7 +81,9 @@ inline void serve(Conn& c) {
         if (n <= 0) {
             return;  // 0: the client shut down its side (or a stop did); < 0: a reset
         }
-        c.idle_timers.arm(c.idle_timer, Clock::now());
+        if (c.idle_timers.enabled()) {
+            c.idle_timers.arm(c.idle_timer, Clock::now());  // bytes arrived: idle starts again
+        }
         if (c.opt.mode == Mode::echo) {
             c.out.append(buf, static_cast<size_t>(n));
         } else {
@@ -127,7 +129,9 @@ inline void answer(Conn& c, std::string_view data) {
         start_closing(c, too_long_reply(c.opt.max_line));
         return;
     }
-    track_request(c.request_timers, c.request_timer, c.in, line_ended, Clock::now());
+    if (c.request_timers.enabled()) {
+        track_request(c.request_timers, c.request_timer, c.in, line_ended, Clock::now());
+    }
 }
 
 // Sends everything owed, in one blocking write_all (it finishes short sends and retries EINTR).
