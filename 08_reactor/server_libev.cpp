@@ -85,6 +85,46 @@ struct Conn {
     bool write_shut = false;
 };
 
+void on_accept(struct ev_loop*, ev_io* w, int);
+void on_stop(struct ev_loop* loop, ev_io*, int);
+void close_conn(Conn* c);
+void before_wait(struct ev_loop*) noexcept;
+void after_wait(struct ev_loop*) noexcept;
+void invoke_pending(struct ev_loop* loop);
+
+// listing: loop
+int run(Server& s) {
+    // EVFLAG_AUTO: libev chooses the best backend, epoll on Linux. ev_loop_new (not the default
+    // loop) installs no signal handlers of its own.
+    s.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
+    if (s.loop == nullptr) {
+        throw std::runtime_error("ev_loop_new: no usable backend");
+    }
+    ev_set_loop_release_cb(s.loop, before_wait, after_wait);
+    ev_set_invoke_pending_cb(s.loop, invoke_pending);
+
+    Fd listen_fd = listen_tcp(s.opt.host, s.opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    ev_io accept_watcher;
+    ev_io_init(&accept_watcher, on_accept, listen_fd.get(), EV_READ);
+    accept_watcher.data = &s;
+    ev_io_start(s.loop, &accept_watcher);
+    ev_io stop_watcher;
+    ev_io_init(&stop_watcher, on_stop, stop_fd(), EV_READ);
+    ev_io_start(s.loop, &stop_watcher);
+
+    announce_listening(listen_fd.get(), s.stats.model, s.opt);
+    ev_run(s.loop, 0);  // the dispatcher, until ev_break
+
+    while (!s.conns.empty()) {
+        close_conn(s.conns.back());
+    }
+    ev_loop_destroy(s.loop);
+    return 0;
+}
+// end listing: loop
+
+// ---- the handlers ----
+
 void close_conn(Conn* c) {
     ev_io_stop(c->srv.loop, &c->io);  // after this the watcher may be freed, pending or not
     ev_timer_stop(c->srv.loop, &c->timer);
@@ -347,6 +387,8 @@ void on_stop(struct ev_loop* loop, ev_io*, int) {
     ev_break(loop, EVBREAK_ALL);
 }
 
+// ---- the edge cases: tracing the wait ----
+
 // --trace for the wait that libev does inside ev_run. libev calls "release" just before its
 // backend blocks, "acquire" just after (hooks meant for a lock around the wait), then
 // "invoke_pending" to run the callbacks of the watchers that became ready: their number is the
@@ -365,35 +407,6 @@ void invoke_pending(struct ev_loop* loop) {
     }
     g_waited = false;
     ev_invoke_pending(loop);
-}
-
-int run(Server& s) {
-    // EVFLAG_AUTO: libev chooses the best backend, epoll on Linux. ev_loop_new (not the default
-    // loop) installs no signal handlers of its own.
-    s.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
-    if (s.loop == nullptr) {
-        throw std::runtime_error("ev_loop_new: no usable backend");
-    }
-    ev_set_loop_release_cb(s.loop, before_wait, after_wait);
-    ev_set_invoke_pending_cb(s.loop, invoke_pending);
-
-    Fd listen_fd = listen_tcp(s.opt.host, s.opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    ev_io accept_watcher;
-    ev_io_init(&accept_watcher, on_accept, listen_fd.get(), EV_READ);
-    accept_watcher.data = &s;
-    ev_io_start(s.loop, &accept_watcher);
-    ev_io stop_watcher;
-    ev_io_init(&stop_watcher, on_stop, stop_fd(), EV_READ);
-    ev_io_start(s.loop, &stop_watcher);
-
-    announce_listening(listen_fd.get(), s.stats.model, s.opt);
-    ev_run(s.loop, 0);  // the dispatcher, until ev_break
-
-    while (!s.conns.empty()) {
-        close_conn(s.conns.back());
-    }
-    ev_loop_destroy(s.loop);
-    return 0;
 }
 
 }  // namespace
