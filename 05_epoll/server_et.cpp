@@ -79,12 +79,14 @@ struct Server {
     SpareFd spare_fd;                          // given up for a moment at EMFILE
     std::vector<std::unique_ptr<Conn>> conns;  // indexed by conn_fd
     std::vector<int> still_readable;           // conn_fds that get a recv next pass, unreported
+    std::vector<int> turn;                     // this pass's share of it
     bool listen_unread = false;                // on_accept stopped before EAGAIN
     TimerList<Conn> idle_timers, request_timers, linger_timers;
     Clock::time_point now;  // when the current epoll_wait returned
     char buf[65536];        // one read buffer for the whole loop
 };
 
+void take_turns(Server& s);
 void on_accept(Server& s);
 bool on_readable(Server& s, Conn& c);
 void answer(Server& s, Conn& c, std::string_view data);
@@ -116,7 +118,6 @@ int run(const ServerOptions& opt) {
 
     std::optional<Clock::time_point> deadline;  // the next idle, request or linger timeout
     epoll_event events[kMaxEvents];
-    std::vector<int> turn;  // this pass's share of the still-readable list
     while (!stop_requested()) {
         // Phase 1 for every socket at once; but no edge will come for a socket that is still
         // readable, so while one is left the thread only looks (timeout 0) and does not sleep.
@@ -128,7 +129,7 @@ int run(const ServerOptions& opt) {
             throw_errno("epoll_wait");
         }
         s.now = Clock::now();
-        // An edge only says that something changed: note it, and read below.
+        // An edge only says that something changed: note it, and read in take_turns.
         for (int i = 0; i < nready; ++i) {
             int fd = events[i].data.fd;
             uint32_t revents = events[i].events;
@@ -153,24 +154,7 @@ int run(const ServerOptions& opt) {
                 keep_reading(s, *c);
             }
         }
-        // Phase 2 with a read budget: one batch of accepts and one recv per connection, those
-        // left readable by the last pass first. An entry whose connection has closed since finds
-        // nullptr, or a new connection on that number, which is not listed.
-        if (s.listen_unread) {
-            s.listen_unread = false;
-            on_accept(s);
-        }
-        turn.swap(s.still_readable);
-        for (int fd : turn) {
-            Conn* c = s.conns[static_cast<size_t>(fd)].get();
-            if (c != nullptr && c->unread) {
-                c->unread = false;
-                if (c->events & EPOLLIN) {  // else at kHighWater: watch() brings it back
-                    on_readable(s, *c);
-                }
-            }
-        }
-        turn.clear();
+        take_turns(s);  // phase 2, with the read budget
         deadline = expire_timers(s);
     }
     return 0;  // ~Server closes every connection, the listening socket and epfd
@@ -178,6 +162,29 @@ int run(const ServerOptions& opt) {
 // end listing: loop
 
 // ---- the handlers ----
+
+// listing: turns
+// Phase 2 with a read budget: one batch of accepts, then one recv per listed connection, those
+// left readable by the last pass first. An entry whose connection has closed since finds
+// nullptr, or a new connection on that number, which is not listed.
+void take_turns(Server& s) {
+    if (s.listen_unread) {
+        s.listen_unread = false;
+        on_accept(s);
+    }
+    s.turn.swap(s.still_readable);
+    for (int fd : s.turn) {
+        Conn* c = s.conns[static_cast<size_t>(fd)].get();
+        if (c != nullptr && c->unread) {
+            c->unread = false;
+            if (c->events & EPOLLIN) {  // else at kHighWater: watch() brings it back
+                on_readable(s, *c);
+            }
+        }
+    }
+    s.turn.clear();
+}
+// end listing: turns
 
 void on_accept(Server& s) {
     for (int i = 0; i < kAcceptBudget; ++i) {
