@@ -313,6 +313,15 @@ private:
     std::thread reader_;
 };
 
+// An unoptimized or sanitized build does several times the work per request, on a machine the
+// tests share: 100 ms is the limit for the build the README measures, and the slow builds get a
+// wider one that still tells a fair loop (tens of ms) from a starving one (the whole run).
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+constexpr double kPingP99LimitMs = 100;
+#else
+constexpr double kPingP99LimitMs = 400;
+#endif
+
 // 50 clients do PING ping-pong (send, wait for PONG, send the next) for 2 s while the pipelining
 // client runs. A loop that reads one socket until EAGAIN never leaves a socket that is always
 // full, and these clients wait for seconds; the read budget (one recv per connection per pass)
@@ -378,7 +387,7 @@ TEST_P(Epoll, FiftyPingClientsStayFastBesideOnePipeliningClient) {
         GetParam().c_str(), kPingers, heavy_replies, p50, p99, latency_ms.back(), fewest);
     RecordProperty("ping_p99_us", static_cast<int>(p99 * 1000));
     EXPECT_GT(heavy_replies, 1000) << "the pipelining client did not load the server";
-    EXPECT_LT(p99, 100.0);
+    EXPECT_LT(p99, kPingP99LimitMs);
     EXPECT_GE(fewest, 10);
     EXPECT_EQ(server.stop(), 0) << server.stderr_text();
 }
