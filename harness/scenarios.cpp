@@ -1,8 +1,15 @@
 #include "harness/scenarios.hpp"
 
+#include <poll.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <optional>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -95,12 +102,33 @@ std::string random_bytes(size_t n, uint32_t seed) {
     return s;
 }
 
+// The caps the registry's traits do not carry, from each model's documented defaults: a
+// serial server holds one client; the pool's --threads 4 workers each hold one connection for
+// its whole life; 07_aio keeps one glibc helper thread per connection, --max-aio 256 at most;
+// 02_thread_per_conn one thread per connection, --max-threads 1000 at most; select(2) sees only
+// descriptors below FD_SETSIZE (1024), a few of which the server holds itself.
+int documented_cap(const Variant& v) {
+    if (v.has("serial")) {
+        return 1;
+    }
+    if (v.name == "02_thread_per_conn_pool") {
+        return 4;
+    }
+    if (v.name == "07_aio") {
+        return 256;
+    }
+    if (v.name == "02_thread_per_conn" || v.name == "04_select") {
+        return 1000;
+    }
+    return 0;
+}
+
 }  // namespace
 
 Target target_for(const Variant& v) {
     return {v.name,
             [v](const std::vector<std::string>& extra) { return ServerProcess::start(v, extra); },
-            v.has("serial")};
+            v.has("serial"), documented_cap(v)};
 }
 
 Outcome qa_basics(const Target& t) {
@@ -597,6 +625,391 @@ Outcome echo_mode_8mib(const Target& t) {
     return finish(s.server);
 }
 
+namespace {
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// What a slowloris client saw while it trickled.
+struct Trickled {
+    std::optional<std::string> line;  // the first line the server sent meanwhile
+    bool lost = false;                // a send failed: the server closed without a line
+    Clock::time_point last_byte;
+};
+
+// Sends one byte of a request line that never ends every 200 ms, for at most `span`, and
+// listens between the bytes; stops at the first line the server sends.
+Trickled trickle(Client& c, std::chrono::milliseconds span) {
+    const std::string text = "ECHO this request line never ends ";
+    Trickled r;
+    auto start = Clock::now();
+    for (size_t i = 0; Clock::now() - start < span; ++i) {
+        if (!c.send(std::string(1, text[i % text.size()]), 1s)) {
+            r.lost = true;
+            break;
+        }
+        r.last_byte = Clock::now();
+        r.line = c.read_line(200ms);
+        if (r.line) {
+            break;
+        }
+    }
+    return r;
+}
+
+// With --request-timeout 1: the trickler is shed, a client that completes its lines is not, and
+// a line sent slowly but finished in time is answered.
+Outcome trickler_is_shed(const Target& t) {
+    Started s = launch(t, {"--request-timeout", "1", "--idle-timeout", "0"});
+    if (!s.ok()) {
+        return s.outcome;
+    }
+    Client loris = Client::connect(s.server.port());
+    Trickled seen;
+    double err_at = -1;
+    std::optional<std::string> rest;
+    // A jthread joins when destroyed, so an exception from a connect below cannot leave it
+    // running against the locals it fills.
+    std::jthread slowloris([&] {
+        auto first_byte = Clock::now();
+        seen = trickle(loris, 6s);
+        err_at = seconds_since(first_byte);
+        rest = loris.read_until_close(3s);
+        loris.close();
+    });
+    if (t.serial) {
+        // One client at a time: the others would wait behind the trickler, so they come after.
+        slowloris.join();
+    }
+    std::string why;
+    // A client that completes its lines, a request every 250 ms for 2 s, each in one piece: its
+    // connection lives twice as long as the limit, and must not be cut.
+    Client busy = Client::connect(s.server.port());
+    for (int i = 0; i < 8 && why.empty(); ++i) {
+        std::string reply = busy.ask("PING");
+        if (reply != "PONG") {
+            why = "a client that completes every line (a PING every 250 ms) got '" + reply +
+                  "' after " + std::to_string(i * 250) + " ms with --request-timeout 1";
+        }
+        std::this_thread::sleep_for(250ms);
+    }
+    busy.close();
+    // Two lines in a row, each sent a byte at a time over 0.6 s: each is finished within the
+    // limit, though together they take longer, so a timer not stopped at the first '\n' would
+    // cut the second.
+    Client patient = Client::connect(s.server.port());
+    for (const char* word : {"first", "second"}) {
+        if (!why.empty()) {
+            break;
+        }
+        std::string line = std::string("ECHO slow ") + word + "\n";
+        auto step = std::chrono::milliseconds(600 / line.size());
+        for (char ch : line) {
+            patient.send(std::string(1, ch));
+            std::this_thread::sleep_for(step);
+        }
+        if (!expect_line(patient, std::string("slow ") + word, why)) {
+            why = std::string("a line sent slowly over 0.6 s (the ") + word +
+                  " of two) with --request-timeout 1: " + why;
+        }
+    }
+    if (slowloris.joinable()) {
+        slowloris.join();
+    }
+    if (!why.empty()) {
+        return fail(why);
+    }
+    if (!seen.line) {
+        return fail(std::string("a client that sends a byte every 200 ms and never a newline ") +
+                    (seen.lost ? "was closed without a line" : "got nothing within 6 s") +
+                    " with --request-timeout 1; want 'ERR request timeout' after about 1 s");
+    }
+    if (*seen.line != "ERR request timeout") {
+        return fail("the trickler got '" + seen.line->substr(0, 200) +
+                    "', want 'ERR request timeout'");
+    }
+    if (err_at < 0.8 || err_at > 4) {
+        return fail("the trickler got ERR request timeout " + std::to_string(err_at) +
+                    " s after its first byte; want about 1 s (--request-timeout 1)");
+    }
+    if (!rest) {
+        return fail("after ERR request timeout the server did not close within 3 s");
+    }
+    if (!rest->empty()) {
+        return fail("after ERR request timeout the server sent more: '" + rest->substr(0, 100) +
+                    "'");
+    }
+    return finish(s.server);
+}
+
+// The difference from --idle-timeout: every byte is activity, so the idle timer alone never
+// sheds a trickler; once it falls silent, the idle limit applies as usual.
+Outcome trickler_outlives_idle_timeout(const Target& t) {
+    Started s = launch(t, {"--idle-timeout", "2"});
+    if (!s.ok()) {
+        return s.outcome;
+    }
+    Client loris = Client::connect(s.server.port());
+    Trickled seen = trickle(loris, 2600ms);
+    if (seen.line || seen.lost) {
+        return fail("with --idle-timeout 2 alone, a client sending a byte every 200 ms was " +
+                    (seen.line ? "sent '" + seen.line->substr(0, 100) + "'" : "closed") +
+                    " while it was still sending; the idle timer restarts on every byte");
+    }
+    auto line = loris.read_line(6s);
+    double silent = seconds_since(seen.last_byte);
+    if (!line || *line != "ERR idle timeout") {
+        return fail("with --idle-timeout 2, a trickler that fell silent got '" +
+                    line.value_or("<nothing within 6 s>") + "', want 'ERR idle timeout'");
+    }
+    if (silent < 1.5) {
+        return fail("with --idle-timeout 2, the trickler was closed " + std::to_string(silent) +
+                    " s after its last byte; want about 2 s of silence");
+    }
+    if (!loris.read_until_close(3s)) {
+        return fail("after ERR idle timeout the trickler was not closed within 3 s");
+    }
+    return finish(s.server);
+}
+
+}  // namespace
+
+Outcome request_timeout(const Target& t) {
+    // The two halves on two servers at once, to keep the scenario short.
+    auto idle_only =
+        std::async(std::launch::async, [&t] { return trickler_outlives_idle_timeout(t); });
+    Outcome shed = trickler_is_shed(t);
+    Outcome idle = idle_only.get();
+    return shed.passed() ? idle : shed;
+}
+
+namespace {
+
+// One client that pipelines ECHO requests as fast as the server takes them. Its replies are read
+// on a thread of its own, so it never stops the server by leaving them unread: the server always
+// has more of its requests waiting, which is what starves the others in a loop that serves one
+// connection until EAGAIN.
+class HeavyClient {
+public:
+    explicit HeavyClient(uint16_t port) : c_(Client::connect(port)) {
+        std::string line = "ECHO the heavy client pipelines without waiting 0123456789\n";
+        while (chunk_.size() < (64u << 10)) {
+            chunk_ += line;
+        }
+        writer_ = std::thread([this] {
+            while (!stop_) {
+                // A send cut short by its deadline leaves half a line, which the next chunk
+                // completes: a longer ECHO, still far below --max-line.
+                c_.send(chunk_, 200ms);
+            }
+        });
+        reader_ = std::thread([this] {
+            while (!stop_) {
+                std::string got = c_.read_exact(1 << 20, 50ms);
+                replies_ += static_cast<uint64_t>(std::count(got.begin(), got.end(), '\n'));
+            }
+        });
+    }
+    HeavyClient(const HeavyClient&) = delete;
+    HeavyClient& operator=(const HeavyClient&) = delete;
+    ~HeavyClient() { leave(); }
+
+    // Stops both threads and closes (a reset, since its replies are left unread).
+    void leave() {
+        stop_ = true;
+        if (writer_.joinable()) {
+            writer_.join();
+        }
+        if (reader_.joinable()) {
+            reader_.join();
+        }
+        c_.close();
+    }
+    uint64_t replies() const { return replies_; }
+
+private:
+    Client c_;
+    std::string chunk_;
+    std::atomic<bool> stop_{false};
+    std::atomic<uint64_t> replies_{0};
+    std::thread writer_;
+    std::thread reader_;
+};
+
+struct PingPong {
+    std::vector<double> latency_ms;  // sorted
+    std::vector<int> replies;        // per client
+    std::string error;
+    double percentile(double q) const {
+        if (latency_ms.empty()) {
+            return 0;
+        }
+        size_t i = static_cast<size_t>(q * static_cast<double>(latency_ms.size() - 1));
+        return latency_ms[i];
+    }
+    int fewest() const {
+        return replies.empty() ? 0 : *std::min_element(replies.begin(), replies.end());
+    }
+};
+
+// Each client sends PING, waits for PONG, sends the next, for `span`; one thread polls them all.
+PingPong ping_pong(std::vector<Client>& clients, std::chrono::milliseconds span) {
+    PingPong r;
+    r.replies.assign(clients.size(), 0);
+    std::vector<Clock::time_point> sent(clients.size());
+    std::vector<pollfd> fds;
+    for (size_t i = 0; i < clients.size(); ++i) {
+        fds.push_back({clients[i].fd(), POLLIN | POLLRDHUP, 0});
+        clients[i].send("PING\n");
+        sent[i] = Clock::now();
+    }
+    auto until = Clock::now() + span;
+    while (Clock::now() < until && r.error.empty()) {
+        if (::poll(fds.data(), fds.size(), 10) < 0 && errno != EINTR) {
+            r.error = std::string("poll: ") + std::strerror(errno);
+            break;
+        }
+        for (size_t i = 0; i < clients.size() && r.error.empty(); ++i) {
+            if (fds[i].revents == 0) {
+                continue;
+            }
+            auto line = clients[i].read_line(0ms);
+            if (!line) {
+                if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+                    r.error = "ping client " + std::to_string(i) + " was closed by the server";
+                }
+                continue;
+            }
+            if (*line != "PONG") {
+                r.error = "ping client " + std::to_string(i) + " got '" + line->substr(0, 100) +
+                          "', want PONG";
+                break;
+            }
+            auto now = Clock::now();
+            r.latency_ms.push_back(
+                std::chrono::duration<double, std::milli>(now - sent[i]).count());
+            ++r.replies[i];
+            clients[i].send("PING\n");
+            sent[i] = now;
+        }
+    }
+    // The reply each client still waits for counts with the time it has waited so far: a client
+    // starved for the whole run must show in the figures, not vanish from them.
+    auto now = Clock::now();
+    for (size_t i = 0; i < clients.size(); ++i) {
+        r.latency_ms.push_back(std::chrono::duration<double, std::milli>(now - sent[i]).count());
+    }
+    std::sort(r.latency_ms.begin(), r.latency_ms.end());
+    return r;
+}
+
+std::string describe(const PingPong& p) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "ping-pong p50 %.2f ms, p99 %.2f ms, max %.1f ms, fewest "
+                  "replies to one client %d",
+                  p.percentile(0.5), p.percentile(0.99),
+                  p.latency_ms.empty() ? 0.0 : p.latency_ms.back(), p.fewest());
+    return text;
+}
+
+constexpr double kP99LimitMs = 100;
+constexpr int kFewestReplies = 10;
+
+// A serial server serves one client at a time, so a heavy client holds it and nobody else is
+// answered meanwhile: that is the model, as in SecondClient. What fairness means there is order:
+// a ping client waits while the heavy client is connected, is answered once it leaves, and from
+// then on gets the server to itself.
+Outcome fairness_serial(const Target& t, ServerProcess& server) {
+    std::string why;
+    std::vector<Client> pinger;
+    {
+        HeavyClient heavy(server.port());
+        std::this_thread::sleep_for(300ms);
+        pinger.push_back(Client::connect(server.port()));
+        pinger[0].send("PING\n");
+        if (auto early = pinger[0].read_line(500ms)) {
+            return fail(t.name + ", a serial server, answered '" + *early +
+                        "' to a second client while a heavy client was connected");
+        }
+        heavy.leave();
+        if (heavy.replies() < 1000) {
+            return fail("the heavy client got only " + std::to_string(heavy.replies()) +
+                        " replies in 0.8 s");
+        }
+    }
+    if (!expect_line(pinger[0], "PONG", why, 5s)) {
+        return fail("once the heavy client left, the waiting ping client: " + why);
+    }
+    PingPong p = ping_pong(pinger, 1000ms);
+    if (!p.error.empty()) {
+        return fail(p.error);
+    }
+    if (p.percentile(0.99) > kP99LimitMs) {
+        return fail("alone on a serial server after the heavy client left: " + describe(p));
+    }
+    return finish(server);
+}
+
+Outcome fairness_once(const Target& t) {
+    Started s = launch(t);
+    if (!s.ok()) {
+        return s.outcome;
+    }
+    if (t.serial) {
+        return fairness_serial(t, s.server);
+    }
+    // 20 ping clients beside the heavy one; fewer under a cap (the pool's 4 workers), so that
+    // every client is being served at once and what is measured is the turns, not a queue.
+    int pingers = 20;
+    if (t.served_at_once > 0) {
+        pingers = std::min(pingers, t.served_at_once - 1);
+    }
+    std::vector<Client> clients;
+    for (int i = 0; i < pingers; ++i) {
+        clients.push_back(Client::connect(s.server.port()));
+        if (clients.back().ask("PING") != "PONG") {
+            return fail("ping client " + std::to_string(i) + " got no PONG before the load");
+        }
+    }
+    HeavyClient heavy(s.server.port());
+    std::this_thread::sleep_for(200ms);  // the heavy client's socket fills first
+    PingPong p = ping_pong(clients, 1500ms);
+    heavy.leave();
+    if (!p.error.empty()) {
+        return fail(p.error + " while a heavy client pipelined");
+    }
+    if (heavy.replies() < 1000) {
+        return fail("the heavy client got only " + std::to_string(heavy.replies()) +
+                    " replies in 1.7 s, so it did not load the server; " + describe(p));
+    }
+    if (p.percentile(0.99) > kP99LimitMs || p.fewest() < kFewestReplies) {
+        return fail(std::to_string(pingers) + " ping clients beside one that pipelines ECHO (" +
+                    std::to_string(heavy.replies()) + " replies): " + describe(p) +
+                    "; want p99 under 100 ms and at least 10 replies each: one connection that "
+                    "keeps its socket full must not keep the loop from the others");
+    }
+    return finish(s.server);
+}
+
+}  // namespace
+
+Outcome fairness(const Target& t) {
+    // A machine shared with other tests can stall every client at once for a moment, which is
+    // not what this measures, so a failed run is tried once more. A loop that serves one
+    // connection until it runs dry fails every run: the other clients get nothing at all.
+    Outcome first = fairness_once(t);
+    if (!first.failed()) {
+        return first;
+    }
+    Outcome second = fairness_once(t);
+    if (second.failed()) {
+        second.why += " (the first run: " + first.why + ")";
+    }
+    return second;
+}
+
 const std::vector<NamedScenario>& all_scenarios() {
     static const std::vector<NamedScenario> list = {
         {"QaBasics", qa_basics},
@@ -614,6 +1027,8 @@ const std::vector<NamedScenario>& all_scenarios() {
         {"SigtermExitsZero", sigterm_exits_zero},
         {"SigtermRightAfterReply", sigterm_right_after_reply},
         {"EchoMode8MiB", echo_mode_8mib},
+        {"RequestTimeout", request_timeout},
+        {"Fairness", fairness},
     };
     return list;
 }

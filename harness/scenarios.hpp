@@ -18,6 +18,10 @@ struct Target {
     std::string name;
     std::function<ServerProcess(const std::vector<std::string>&)> start;
     bool serial = false;  // serves one client at a time (01): checked as documented instead
+    // Connections it serves at the same time with its default arguments, where that is fewer
+    // than a scenario would open (0: no such cap). A scenario that needs more scales down under
+    // it and says so.
+    int served_at_once = 0;
 };
 
 Target target_for(const Variant& v);
@@ -47,6 +51,8 @@ Outcome idle_timeout(const Target& t);
 Outcome sigterm_exits_zero(const Target& t);
 Outcome sigterm_right_after_reply(const Target& t);
 Outcome echo_mode_8mib(const Target& t);
+Outcome request_timeout(const Target& t);
+Outcome fairness(const Target& t);
 
 struct NamedScenario {
     const char* name;

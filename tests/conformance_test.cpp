@@ -69,6 +69,12 @@ TEST_P(Conformance, SigtermExitsZero) {
 TEST_P(Conformance, EchoMode8MiB) {
     run(echo_mode_8mib);
 }
+TEST_P(Conformance, RequestTimeout) {
+    run(request_timeout);
+}
+TEST_P(Conformance, Fairness) {
+    run(fairness);
+}
 
 // Every variant, or only those with the trait named by IOLAB_ONLY_TRAIT (the ThreadSanitizer run
 // uses IOLAB_ONLY_TRAIT=threads).
