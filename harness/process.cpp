@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,15 +87,15 @@ ServerProcess::~ServerProcess() {
 }
 
 ServerProcess ServerProcess::start(const Variant& v, const std::vector<std::string>& extra,
-                                   std::chrono::milliseconds deadline) {
+                                   std::chrono::milliseconds deadline, long fd_limit) {
     std::vector<std::string> args = v.args;
     args.insert(args.end(), extra.begin(), extra.end());
-    return start_binary(v.binary, args, deadline);
+    return start_binary(v.binary, args, deadline, fd_limit);
 }
 
 ServerProcess ServerProcess::start_binary(const std::string& binary,
                                           const std::vector<std::string>& args_in,
-                                          std::chrono::milliseconds deadline) {
+                                          std::chrono::milliseconds deadline, long fd_limit) {
     ServerProcess p;
     std::vector<std::string> args = args_in;
     bool has_port = false;
@@ -147,6 +148,14 @@ ServerProcess ServerProcess::start_binary(const std::string& binary,
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0) {
             ::dup2(devnull, STDIN_FILENO);
+        }
+        if (fd_limit > 0) {
+            rlimit limit{static_cast<rlim_t>(fd_limit), static_cast<rlim_t>(fd_limit)};
+            if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+                std::fprintf(stderr, "setrlimit RLIMIT_NOFILE %ld: %s\n", fd_limit,
+                             std::strerror(errno));
+                ::_exit(127);
+            }
         }
         ::execv(binary.c_str(), argv.data());
         std::fprintf(stderr, "exec %s: %s\n", binary.c_str(), std::strerror(errno));

@@ -26,12 +26,14 @@ public:
     // parent had. Waits up to `deadline` for the "listening on HOST:PORT" line.
     // state() tells how it went: running; cannot_run (exit 77: the model is refused on this
     // machine, reason() says why); failed (anything else, reason() says what).
+    // fd_limit > 0 sets the child's RLIMIT_NOFILE (soft and hard, as `ulimit -n` does) before
+    // exec, so that it starts with at most that many descriptors.
     static ServerProcess start(const Variant& v, const std::vector<std::string>& extra = {},
-                               std::chrono::milliseconds deadline = 10s);
+                               std::chrono::milliseconds deadline = 10s, long fd_limit = 0);
     // The same for any binary path (the faulty servers built for the tests).
     static ServerProcess start_binary(const std::string& binary,
                                       const std::vector<std::string>& args,
-                                      std::chrono::milliseconds deadline = 10s);
+                                      std::chrono::milliseconds deadline = 10s, long fd_limit = 0);
 
     ServerProcess() = default;
     ServerProcess(ServerProcess&&) noexcept;
