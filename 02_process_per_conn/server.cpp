@@ -18,8 +18,9 @@
 //
 // A child that exits stays a zombie (its exit status kept for the parent) until the parent
 // waits for it. The SIGCHLD handler reaps with waitpid(WNOHANG) until no exited child is left,
-// so there are no zombies; it also counts the live children (STATS procs=). SIGCHLD is blocked
-// around fork, so the handler never sees a child the parent has not recorded yet.
+// so there are no zombies; it also counts the live children (STATS procs=) and those that died
+// of a signal or a failure (died=). SIGCHLD is blocked around fork, so the handler never sees a
+// child the parent has not recorded yet.
 //
 // Limits: --max-procs (default 256) children at once; a client over it, or one for whom fork
 // fails (EAGAIN: RLIMIT_NPROC or memory), gets "ERR server busy" and is closed. --max-conns holds
@@ -78,6 +79,7 @@ constexpr auto kStopWait = std::chrono::milliseconds(2500);
 struct Shared {
     ServerStats stats{"02_process_per_conn"};
     std::atomic<int> procs{0};  // live children
+    std::atomic<int> died{0};   // children that ended by a signal or with a non-zero status
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
               "counters shared between processes must be lock-free");
@@ -211,7 +213,11 @@ void serve_in_child(Server& s, int conn_fd, const sigset_t& mask) {
 // lock-free atomics only.
 void reap_children() {
     pid_t pid;
-    while ((pid = ::waitpid(-1, nullptr, WNOHANG)) > 0) {
+    int status = 0;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            g_shared->died.fetch_add(1);  // killed, crashed, or a sanitizer's report
+        }
         for (int i = 0; i < g_max_procs; ++i) {
             pid_t expected = pid;
             if (g_children[i].compare_exchange_strong(expected, 0)) {
@@ -239,7 +245,8 @@ Server::Server(const ServerOptions& o, int max)
     shared = new (page) Shared;
     shared->stats.extra = [this] {
         return "procs=" + std::to_string(shared->procs.load()) +
-               " max_procs=" + std::to_string(max_procs);
+               " max_procs=" + std::to_string(max_procs) +
+               " died=" + std::to_string(shared->died.load());
     };
     g_shared = shared;
     g_children = children.get();

@@ -1,7 +1,8 @@
 // 02_process_per_conn: what the conformance suite does not reach.
 //  - One child process per connection, and STATS procs= counts them from shared memory, as do
 //    conns=, accepted= and requests= (a child's request is seen from another child).
-//  - No zombies: clients that come and go leave no child in state Z, and procs= returns to 0.
+//  - No zombies: clients that come and go leave no child in state Z, and procs= returns to 0;
+//    every child exited 0 (died=0: under ASan, a child's report would count there).
 //  - Isolation: SIGKILL one child and only its connection is lost; the threaded server, killed
 //    through one connection's thread, loses every connection at once.
 //  - --max-procs: the client over it gets "ERR server busy"; a slot frees when a child exits.
@@ -136,6 +137,7 @@ TEST(ProcessPerConn, NoZombies) {
     std::string stats = last.ask("STATS");
     EXPECT_EQ(stat_value(stats, "procs"), 1) << stats;
     EXPECT_EQ(stat_value(stats, "conns"), 1) << stats;
+    EXPECT_EQ(stat_value(stats, "died"), 0) << "every child exited 0: " << stats;
     EXPECT_EQ(server.stop(), 0);
 }
 
@@ -164,6 +166,9 @@ TEST(ProcessPerConn, KilledChildLosesOnlyItsConnection) {
     EXPECT_TRUE(server.alive());
     EXPECT_TRUE(eventually([&] { return children_of(server.pid()).size() == 4; }))
         << "the killed child was reaped";
+    std::string stats = fresh.ask("STATS");
+    EXPECT_EQ(stat_value(stats, "died"), 1) << stats;
+    EXPECT_EQ(stat_value(stats, "procs"), 4) << stats;
     EXPECT_EQ(server.stop(), 0);
 }
 
