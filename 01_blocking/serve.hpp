@@ -164,8 +164,8 @@ inline bool set_recv_timeout(Conn& c) {
     }
     timeval tv{};  // zero: no deadline is armed (no unfinished line, no idle limit)
     if (auto next = earliest_deadline(c.idle_timers, c.request_timers)) {
-        // A zero timeval would turn the timeout off: wait at least a microsecond (the kernel
-        // rounds it up to a clock tick, so recv never gives up before the deadline).
+        // A zero timeval would turn the timeout off: wait at least a microsecond. The kernel
+        // counts the wait in clock ticks; a recv that gives up a little early only loops.
         auto us = std::max<long long>(
             std::chrono::ceil<std::chrono::microseconds>(*next - now).count(), 1);
         tv.tv_sec = static_cast<time_t>(us / 1000000);
