@@ -167,12 +167,14 @@ int run(const ServerOptions& opt, bool read_iocb) {
     while (!stop_requested()) {
         // Every poll prepared in the last pass, in one call. A socket that is ready already
         // completes its poll in here: its event is in the ring before io_submit returns.
-        long n = TRACE_IO("io_submit", -1,
-                          ::syscall(SYS_io_submit, s.ctx.id, s.batch.size(), s.batch.data()));
-        if (n < 0 && errno != EAGAIN) {
-            throw_errno("io_submit");
+        if (!s.batch.empty()) {
+            long n = TRACE_IO("io_submit", -1,
+                              ::syscall(SYS_io_submit, s.ctx.id, s.batch.size(), s.batch.data()));
+            if (n < 0 && errno != EAGAIN) {
+                throw_errno("io_submit");
+            }
+            s.batch.erase(s.batch.begin(), s.batch.begin() + std::max(n, 0L));  // full: next pass
         }
-        s.batch.erase(s.batch.begin(), s.batch.begin() + std::max(n, 0L));  // full: next pass
         int ms = timeout_ms(deadline, Clock::now());
         timespec ts{ms / 1000, (ms % 1000) * 1000000L};
 
@@ -468,15 +470,17 @@ void setup_aio(AioContext& ctx, int nr_events) {
     if (::syscall(SYS_io_setup, nr_events, &ctx.id) == 0) {
         return;
     }
-    std::string what = "io_setup(" + std::to_string(nr_events) + "): ";
+    std::string what = "io_setup(" + std::to_string(nr_events) + ")";
     if (errno == ENOSYS || errno == EPERM) {
-        throw AioUnavailable(what + std::strerror(errno) + ": this kernel refuses AIO");
+        throw AioUnavailable(
+            what + ": " + std::strerror(errno) +
+            ": no kernel AIO here (built without CONFIG_AIO, or a seccomp filter)");
     }
     if (errno == EAGAIN) {
-        throw AioUnavailable(what + std::strerror(errno) +
+        throw AioUnavailable(what + ": " + std::strerror(errno) +
                              ": fs.aio-max-nr has no room left (see /proc/sys/fs/aio-nr)");
     }
-    throw_errno(what.c_str());
+    throw_errno(what);
 }
 
 }  // namespace
