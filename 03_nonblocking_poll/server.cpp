@@ -178,8 +178,8 @@ bool on_readable(Server& s, Conn& c) {
         return false;
     }
     if (n == 0) {
-        if (c.closing) {
-            close_conn(s, c);  // the client read our last line and closed
+        if (c.wr_shut) {
+            close_conn(s, c);  // our last line and FIN are out, and the client has closed too
             return false;
         }
         c.peer_done = true;  // send what is still owed (echo: the rest of the stream), then close

@@ -14,12 +14,10 @@
 // a connection readable too (recv then returns 0 or an error).
 //
 // Limits: a pollfd names its descriptor instead of being a bit at its position, so there is no
-// FD_SETSIZE: the server holds as many connections as --max-conns and RLIMIT_NOFILE allow. The
-// question (events) and the answer (revents) are separate fields, and POLLHUP and POLLERR are
-// reported even when we did not ask for them. What stays: each call copies the whole array into
-// the kernel and back, and both sides scan every entry: O(n) per wake-up even if one socket is
-// active (05_epoll removes that). A WORK request runs on the only thread, so it stalls every
-// client for its duration.
+// FD_SETSIZE: the server holds as many connections as --max-conns and RLIMIT_NOFILE allow. But
+// each call copies the whole array into the kernel and back, and both sides scan every entry:
+// O(n) per wake-up even if one socket is active (05_epoll is not). A WORK request runs
+// on the only thread, so it stalls every client for its duration.
 //
 // Run it:    ./build/bin/04_select_poll_server          (listens on 127.0.0.1:9004)
 // Talk:      nc 127.0.0.1 9004    in two terminals; WORK 3000 in one freezes the other.
@@ -197,8 +195,8 @@ bool on_readable(Server& s, Conn& c) {
         return false;
     }
     if (n == 0) {
-        if (c.closing) {
-            close_conn(s, c);  // the client read our last line and closed
+        if (c.wr_shut) {
+            close_conn(s, c);  // our last line and FIN are out, and the client has closed too
             return false;
         }
         c.peer_done = true;  // send what is still owed (echo: the rest of the stream), then close
