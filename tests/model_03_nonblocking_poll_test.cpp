@@ -6,11 +6,15 @@
 //  - The client, piped: every reply printed, exit 0.
 //  - A connection we close on our own whose client never reads is closed by the linger timer.
 //  - At EMFILE the spare descriptor turns the extra clients away, and the rest are served.
+//  - QUIT, then the client's EOF, while replies are still owed: every reply arrives, then BYE.
 // The CPU an idle busy-polling server burns is a figure, not a test: `iolab bench
 // 03_nonblocking_poll` prints it, and IdleCpuFigure below records it without asserting on it.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -19,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "harness/clients.hpp"
 #include "harness/process.hpp"
 #include "harness/registry.hpp"
@@ -41,6 +46,61 @@ ServerProcess start(const std::vector<std::string>& extra = {}) {
 long stat_value(const std::string& stats, const std::string& key) {
     size_t at = stats.find(" " + key + "=");
     return at == std::string::npos ? -1 : std::stol(stats.substr(at + key.size() + 2));
+}
+
+// A batch client: sends `count` ECHO requests and QUIT, shuts down its write side as soon as they
+// are sent, and reads only afterwards, slowly, through a 4 KiB receive buffer. So the server
+// reads QUIT and then our EOF while it still owes most of the replies; it must send them all
+// (and BYE) before it closes. Returns what arrived; `expected` is what should have.
+std::string quit_then_half_close(uint16_t port, int count, std::string& expected) {
+    Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int small = 4096;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    timeval limit{10, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        return "connect failed";
+    }
+    const std::string text(1000, 'q');
+    std::string requests;
+    expected.clear();
+    for (int i = 0; i < count; ++i) {
+        requests += "ECHO " + std::to_string(i) + text + "\n";
+        expected += std::to_string(i) + text + "\n";
+    }
+    requests += "QUIT\n";
+    expected += "BYE\n";
+    std::thread writer([&] {
+        size_t off = 0;
+        while (off < requests.size()) {
+            ssize_t n =
+                ::send(fd.get(), requests.data() + off, requests.size() - off, MSG_NOSIGNAL);
+            if (n <= 0) {
+                break;  // the send timeout: the server stopped reading
+            }
+            off += static_cast<size_t>(n);
+        }
+        ::shutdown(fd.get(), SHUT_WR);
+    });
+    std::this_thread::sleep_for(300ms);
+    std::string got;
+    char buf[16384];
+    auto deadline = steady_clock::now() + 30s;
+    while (steady_clock::now() < deadline) {
+        ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+        if (n <= 0) {
+            break;  // the server closed (or the receive timeout)
+        }
+        got.append(buf, static_cast<size_t>(n));
+        std::this_thread::sleep_for(1ms);
+    }
+    writer.join();
+    return got;
 }
 
 long eagain_of(Client& c) {
@@ -238,6 +298,20 @@ TEST(BusyPoll, EmfileTurnsClientsAwayAndKeepsServing) {
     }
     EXPECT_TRUE(served);
     EXPECT_EQ(first->ask("PING"), "PONG");
+    EXPECT_EQ(server.stop(), 0);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(BusyPoll, QuitThenEofStillGetsEveryReply) {
+    ServerProcess server = start();
+    ASSERT_TRUE(server.running()) << server.reason();
+    std::string expected;
+    std::string got = quit_then_half_close(server.port(), 4000, expected);
+    EXPECT_EQ(got.size(), expected.size());
+    EXPECT_TRUE(got == expected) << "the replies before BYE were cut short or differ";
     EXPECT_EQ(server.stop(), 0);
 }
 

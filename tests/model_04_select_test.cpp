@@ -2,21 +2,28 @@
 // it), accept(2) hands out descriptors past FD_SETSIZE; 04_select must refuse those connections
 // ("ERR server full", then close) without ever putting them in an fd_set, keep serving the ones
 // it holds, and not crash. 04_select_poll has no such ceiling and holds them all. Both must
-// survive EMFILE without spinning.
+// survive EMFILE without spinning. And a batch client that sends QUIT and its EOF before it
+// reads gets every reply.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <sys/socket.h>
 
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "harness/clients.hpp"
 #include "harness/process.hpp"
 #include "harness/registry.hpp"
 
 using namespace iolab;
+using namespace std::chrono;
 
 namespace {
 
@@ -97,6 +104,61 @@ long stat_value(const std::string& stats, const std::string& key) {
         return -1;
     }
     return std::stol(stats.substr(at + key.size() + 2));
+}
+
+// A batch client: sends `count` ECHO requests and QUIT, shuts down its write side as soon as they
+// are sent, and reads only afterwards, slowly, through a 4 KiB receive buffer. So the server
+// reads QUIT and then our EOF while it still owes most of the replies; it must send them all
+// (and BYE) before it closes. Returns what arrived; `expected` is what should have.
+std::string quit_then_half_close(uint16_t port, int count, std::string& expected) {
+    Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int small = 4096;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    timeval limit{10, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        return "connect failed";
+    }
+    const std::string text(1000, 'q');
+    std::string requests;
+    expected.clear();
+    for (int i = 0; i < count; ++i) {
+        requests += "ECHO " + std::to_string(i) + text + "\n";
+        expected += std::to_string(i) + text + "\n";
+    }
+    requests += "QUIT\n";
+    expected += "BYE\n";
+    std::thread writer([&] {
+        size_t off = 0;
+        while (off < requests.size()) {
+            ssize_t n =
+                ::send(fd.get(), requests.data() + off, requests.size() - off, MSG_NOSIGNAL);
+            if (n <= 0) {
+                break;  // the send timeout: the server stopped reading
+            }
+            off += static_cast<size_t>(n);
+        }
+        ::shutdown(fd.get(), SHUT_WR);
+    });
+    std::this_thread::sleep_for(300ms);
+    std::string got;
+    char buf[16384];
+    auto deadline = steady_clock::now() + 30s;
+    while (steady_clock::now() < deadline) {
+        ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+        if (n <= 0) {
+            break;  // the server closed (or the receive timeout)
+        }
+        got.append(buf, static_cast<size_t>(n));
+        std::this_thread::sleep_for(1ms);
+    }
+    writer.join();
+    return got;
 }
 
 }  // namespace
@@ -204,6 +266,21 @@ TEST(Select, EmfileNeitherSpinsNorStopsService) {
         auto after = read_proc_stats(server.pid());
         ASSERT_TRUE(before && after);
         EXPECT_LT(after->cpu_s() - before->cpu_s(), 0.1) << "the server spins";
+        EXPECT_EQ(server.stop(), 0) << server.stderr_text();
+    }
+}
+
+// recv returning 0 on a connection we are closing means only that the client has shut down its
+// side, not that it has read our replies: what is still owed must go out before the close.
+TEST(Select, QuitThenEofStillGetsEveryReply) {
+    for (const char* name : {"04_select_poll"}) {
+        SCOPED_TRACE(name);
+        ServerProcess server = start(name, {});
+        ASSERT_TRUE(server.running()) << server.reason();
+        std::string expected;
+        std::string got = quit_then_half_close(server.port(), 4000, expected);
+        EXPECT_EQ(got.size(), expected.size());
+        EXPECT_TRUE(got == expected) << "the replies before BYE were cut short or differ";
         EXPECT_EQ(server.stop(), 0) << server.stderr_text();
     }
 }
