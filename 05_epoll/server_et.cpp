@@ -8,13 +8,14 @@
 //
 // What ET buys: a socket with room in its send buffer is not reported over and over, so EPOLLOUT
 // stays in the interest set from the start, and EPOLL_CTL_MOD runs only when EPOLLIN leaves it
-// at kHighWater (a MOD that puts it back re-checks the socket, the one edge for bytes already
-// there). What it costs: the recv that returns EAGAIN, and a loop that must remember by itself
-// which sockets may still hold bytes. Draining each socket to EAGAIN at once is the short answer,
-// and it is unfair: a client that keeps its socket full keeps the loop on it, and every other
-// client waits for seconds. So this loop keeps a read budget, as nginx and libuv do: one recv
-// per connection per pass, and a still-readable list of those that returned bytes. The next pass
-// serves that list with an epoll_wait that does not sleep, so every ready connection gets a turn.
+// (kHighWater, or FIN while replies are owed) or comes back; a MOD re-checks the socket, the one
+// edge for bytes already there. What it costs: the recv that returns EAGAIN, and a loop that
+// must remember by itself which sockets may still hold bytes. Draining each socket to EAGAIN at
+// once is the short answer, and it is unfair: a client that keeps its socket full keeps the loop
+// on it, and every other client waits for seconds. So this loop keeps a read budget, as
+// production loops do: one recv per connection per pass, and a still-readable list of those
+// that returned bytes. The next pass serves that list with an epoll_wait that does not sleep, so
+// every ready connection gets a turn.
 // The listening socket is on the same footing: on_accept takes at most kAcceptBudget per pass.
 //
 // Run it:    ./build/bin/05_epoll_et_server            (listens on 127.0.0.1:9005)
