@@ -3,8 +3,8 @@
 # Used by scripts/compare.sh and scripts/test.sh; safe to run again (it installs nothing twice).
 set -euo pipefail
 
-packages=(g++ cmake ninja-build make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev libevent-dev
-          libasio-dev libboost-dev netcat-openbsd clang-format git)
+packages=(g++ cmake ninja-build make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev
+          libevent-dev libasio-dev libboost-dev netcat-openbsd clang-format git)
 
 missing=()
 for p in "${packages[@]}"; do
