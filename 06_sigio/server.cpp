@@ -94,12 +94,12 @@ struct Server {
     Fd listen_fd;
     SpareFd spare_fd;                          // given up for a moment at EMFILE
     std::vector<std::unique_ptr<Conn>> conns;  // indexed by conn_fd
-    std::vector<int> still_readable;  // served next pass: bytes left there raise no new signal
+    std::vector<int> still_readable;           // to read next pass: no signal will say so
+    bool alarm_armed = false;                  // setitimer holds a deadline
+    uint64_t wakeups = 0;                      // sleeps ended by a signal
     TimerList<Conn> idle_timers, request_timers, linger_timers;
-    Clock::time_point now;     // when the current pass began
-    char buf[65536];           // one read buffer for the whole loop
-    bool alarm_armed = false;  // setitimer holds a deadline
-    uint64_t wakeups = 0;
+    Clock::time_point now;  // when the current pass began
+    char buf[65536];        // one read buffer for the whole loop
 };
 
 void on_accept(Server& s);
@@ -187,8 +187,8 @@ void on_accept(Server& s) {
             TRACE_IO("accept4", s.listen_fd.get(),
                      ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (conn_fd < 0) {
-            // Out of descriptors, the client stays in the backlog and raises no new SIGIO: the
-            // spare descriptor makes room to turn it away (common/conn.hpp).
+            // Out of descriptors, the client stays in the backlog and the listening socket stays
+            // readable: the spare descriptor makes room to turn it away (common/conn.hpp).
             if ((errno == EMFILE || errno == ENFILE) &&
                 s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
                 continue;
