@@ -28,8 +28,7 @@
 //
 // Run it:    ./build/bin/06_sigio_server                (listens on 127.0.0.1:9006)
 // Talk:      nc 127.0.0.1 9006
-// Watch:     strace -e trace=fcntl,rt_sigsuspend,accept4,recvfrom,sendto
-// ./build/bin/06_sigio_server
+// Watch:     strace -e trace=%signal,fcntl,recvfrom ./build/bin/06_sigio_server
 //            prints "--- SIGIO {si_signo=SIGIO, si_code=SI_KERNEL} ---" per delivery; or --trace.
 //            STATS reports wakeups= (sleeps ended by a signal).
 //
