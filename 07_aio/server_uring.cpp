@@ -64,8 +64,6 @@ constexpr unsigned kBufSize = 8192;
 
 // What an SQE asked for, carried to its CQE in user_data with the descriptor: (fd << 8) | kind.
 enum Kind : uint64_t { kAccept, kListen, kRecv, kSend, kCancel, kStop };
-const char* const kCqeNames[] = {"cqe_accept", "cqe_listen", "cqe_recv",
-                                 "cqe_send",   "cqe_cancel", "cqe_stop"};
 uint64_t tag(Kind kind, int fd) {
     return (static_cast<uint64_t>(fd) << 8) | kind;
 }
@@ -104,6 +102,7 @@ struct Server {
 };
 
 io_uring_sqe* get_sqe(Server& s, uint64_t user_data);
+void trace_cqe(uint64_t data, int res);
 void arm_accept(Server& s);
 void on_accept(Server& s, const io_uring_cqe* cqe);
 void on_readable(Server& s, Conn& c, const io_uring_cqe* cqe);
@@ -151,9 +150,7 @@ int run(const ServerOptions& opt, bool simple) {
             ++count;
             uint64_t data = io_uring_cqe_get_data64(cqe);
             int fd = static_cast<int>(data >> 8);
-            if (trace::enabled() && (data & 0xff) <= kStop) {
-                trace::record(kCqeNames[data & 0xff], fd, cqe->res, trace::Clock::now());
-            }
+            trace_cqe(data, cqe->res);
             switch (data & 0xff) {
                 case kAccept:
                     on_accept(s, cqe);
@@ -223,6 +220,15 @@ io_uring_sqe* get_sqe(Server& s, uint64_t user_data) {
     }
     io_uring_sqe_set_data64(sqe, user_data);
     return sqe;
+}
+
+// --trace: one line per completion, named by its tag ("cqe_recv fd=7 ret=5").
+void trace_cqe(uint64_t data, int res) {
+    static const char* const names[] = {"cqe_accept", "cqe_listen", "cqe_recv",
+                                        "cqe_send",   "cqe_cancel", "cqe_stop"};
+    if (trace::enabled() && (data & 0xff) <= kStop) {
+        trace::record(names[data & 0xff], static_cast<int>(data >> 8), res, trace::Clock::now());
+    }
 }
 
 void arm_accept(Server& s) {

@@ -47,7 +47,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <cassert>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -129,19 +128,14 @@ void on_send_done(Server& s, Conn& c, int res);
 void on_timer_done(Server& s);
 void close_conn(Server& s, Conn& c);
 io_uring_sqe* get_sqe(Server& s, uint64_t user_data);
+void trace_cqe(uint64_t data, int res);
 
 // listing: loop
 // The completion dispatcher: each CQE goes to the completion handler its tag names.
 void dispatch(Server& s, const io_uring_cqe* cqe) {
     uint64_t data = io_uring_cqe_get_data64(cqe);
     int fd = static_cast<int>(data >> 8);
-    Conn* c = (data & 0xff) == kRecv || (data & 0xff) == kSend ? s.conns[fd].get() : nullptr;
-    assert(c != nullptr || ((data & 0xff) != kRecv && (data & 0xff) != kSend));
-    if (trace::enabled() && (data & 0xff) <= kStop) {
-        static const char* const names[] = {"cqe_accept", "cqe_listen", "cqe_recv", "cqe_send",
-                                            "cqe_timer",  "cqe_cancel", "cqe_stop"};
-        trace::record(names[data & 0xff], fd, cqe->res, trace::Clock::now());
-    }
+    trace_cqe(data, cqe->res);
     switch (data & 0xff) {
         case kAccept:
             on_accept_done(s, cqe);
@@ -150,10 +144,10 @@ void dispatch(Server& s, const io_uring_cqe* cqe) {
             initiate_accept(s);  // a client is waiting again (after EMFILE)
             break;
         case kRecv:
-            on_recv_done(s, *c, cqe);
+            on_recv_done(s, *s.conns[fd], cqe);
             break;
         case kSend:
-            on_send_done(s, *c, cqe->res);
+            on_send_done(s, *s.conns[fd], cqe->res);
             break;
         case kTimer:
             on_timer_done(s);
@@ -253,6 +247,15 @@ io_uring_sqe* get_sqe(Server& s, uint64_t user_data) {
     }
     io_uring_sqe_set_data64(sqe, user_data);
     return sqe;
+}
+
+// --trace: one line per completion, named by its tag ("cqe_recv fd=7 ret=5").
+void trace_cqe(uint64_t data, int res) {
+    static const char* const names[] = {"cqe_accept", "cqe_listen", "cqe_recv", "cqe_send",
+                                        "cqe_timer",  "cqe_cancel", "cqe_stop"};
+    if (trace::enabled() && (data & 0xff) <= kStop) {
+        trace::record(names[data & 0xff], static_cast<int>(data >> 8), res, trace::Clock::now());
+    }
 }
 
 void initiate_accept(Server& s) {
