@@ -252,7 +252,7 @@ bool on_readable(Server& s, Conn& c) {
         return false;
     }
     if (n == 0) {
-        if (c.closing) {
+        if (c.wr_shut) {
             close_conn(s, c);  // the client read our last line and closed
             return false;
         }
