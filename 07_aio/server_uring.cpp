@@ -116,7 +116,7 @@ void on_accept_error(Server& s, int err);
 
 // listing: loop
 int run(const ServerOptions& opt, bool simple) {
-    Server s(opt, simple);
+    Server s(opt, simple);  // io_uring_setup with the best flags this kernel takes (common/uring)
     s.listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
     arm_accept(s);
     // SIGTERM's handler writes to stop_fd(); a poll SQE on that pipe turns it into a CQE.
@@ -314,7 +314,8 @@ void on_readable(Server& s, Conn& c, const io_uring_cqe* cqe) {
         }
     }
     if (provided) {
-        s.bufs.recycle(BufferRing::bid(cqe));  // the parser copied what it still needs
+        // Back into the kernel's buffer ring (common/uring): the parser copied what it needs.
+        s.bufs.recycle(BufferRing::bid(cqe));
     }
     if (c.gone) {
         close_conn(s, c);  // frees it if this was its last operation
@@ -468,6 +469,7 @@ void on_accept_error(Server& s, int err) {
         return;
     }
     for (int i = 0; (err == -EMFILE || err == -ENFILE) && i < kAcceptBudget; ++i) {
+        // Close the spare, accept, ERR server full, reopen the spare (common/conn.hpp).
         if (!s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
             break;  // the backlog is empty
         }

@@ -165,7 +165,7 @@ void dispatch(Server& s, const io_uring_cqe* cqe) {
 }
 
 int run(const ServerOptions& opt) {
-    Server s(opt);
+    Server s(opt);  // io_uring_setup with the best flags this kernel takes (common/uring)
     s.listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
     initiate_accept(s);
     // The stop signal is just another completion: a poll on the self-pipe.
@@ -458,8 +458,9 @@ void on_recv_done(Server& s, Conn& c, const io_uring_cqe* cqe) {
         }
     }
     if (provided) {
-        s.bufs.recycle(
-            BufferRing::bid(cqe));  // the parser kept what it needs; the kernel may refill it
+        // Back into the kernel's buffer ring (common/uring): the parser kept what it needs, and
+        // the kernel may refill the buffer with any connection's data from now on.
+        s.bufs.recycle(BufferRing::bid(cqe));
     }
     if (c.gone) {
         close_conn(s, c);
@@ -561,6 +562,7 @@ void on_accept_error(Server& s, int err) {
         return;
     }
     for (int i = 0; (err == -EMFILE || err == -ENFILE) && i < kAcceptBudget; ++i) {
+        // Close the spare, accept, ERR server full, reopen the spare (common/conn.hpp).
         if (!s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
             break;  // the backlog is empty
         }
