@@ -323,10 +323,10 @@ void on_readable(Server& s, Conn& c, const io_uring_cqe* cqe) {
     }
     if (res == -EINVAL && s.uring.multishot_recv) {
         s.uring.multishot_recv = false;  // a kernel without multishot recv: one SQE per recv
-    } else if (res == 0 && !c.closing) {
+    } else if (res == 0 && !c.wr_shut) {
         c.peer_done = true;  // send what is owed (echo: the rest of the stream), then close
     } else if (res <= 0 && res != -ENOBUFS && res != -ECANCELED) {
-        close_conn(s, c);  // the client read our last line and closed; or a reset
+        close_conn(s, c);  // after our FIN: the client read our last line and closed; or a reset
         return;
     }
     // -ENOBUFS: the buffer ring ran dry, and buffers are back now. -ECANCELED: we paused it.

@@ -466,8 +466,8 @@ void on_recv_done(Server& s, Conn& c, const io_uring_cqe* cqe) {
         close_conn(s, c);
         return;
     }
-    if (res == 0 && c.closing) {
-        close_conn(s, c);  // the client read our last line and closed
+    if (res == 0 && c.wr_shut) {
+        close_conn(s, c);  // after our FIN: the client read our last line and closed
         return;
     }
     if (res == 0) {
