@@ -914,7 +914,14 @@ std::string describe(const PingPong& p) {
     return text;
 }
 
+// 100 ms in the optimized build; an unoptimized or sanitized build does several times the work
+// per request on a machine the tests share, and gets 400 ms (as model_05_epoll_test does). Both
+// are far from a starving loop, whose ping clients wait the whole run and get no reply at all.
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 constexpr double kP99LimitMs = 100;
+#else
+constexpr double kP99LimitMs = 400;
+#endif
 constexpr int kFewestReplies = 10;
 
 // A serial server serves one client at a time, so a heavy client holds it and nobody else is
@@ -987,8 +994,9 @@ Outcome fairness_once(const Target& t) {
     if (p.percentile(0.99) > kP99LimitMs || p.fewest() < kFewestReplies) {
         return fail(std::to_string(pingers) + " ping clients beside one that pipelines ECHO (" +
                     std::to_string(heavy.replies()) + " replies): " + describe(p) +
-                    "; want p99 under 100 ms and at least 10 replies each: one connection that "
-                    "keeps its socket full must not keep the loop from the others");
+                    "; want p99 under " + std::to_string(static_cast<int>(kP99LimitMs)) +
+                    " ms and at least 10 replies each: one connection that keeps its socket "
+                    "full must not keep the loop from the others");
     }
     return finish(s.server);
 }
