@@ -1,14 +1,19 @@
 #include "harness/procinfo.hpp"
 
 #include <dirent.h>
+#include <linux/perf_event.h>
 #include <signal.h>
-#include <unistd.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
 #include <fstream>
 #include <sstream>
@@ -172,6 +177,111 @@ long time_wait_sockets(uint16_t port) {
         }
     }
     return count;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel counters
+
+namespace {
+
+// Where tracefs shows its events: its own mount point since Linux 4.1, or under debugfs.
+const char* const kTraceDirs[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+
+bool tracefs_present() {
+    for (const char* dir : kTraceDirs) {
+        struct stat st;
+        if (::stat((std::string(dir) + "/events").c_str(), &st) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// A tracepoint's id (the perf_event_attr.config for PERF_TYPE_TRACEPOINT), from
+// events/CATEGORY/NAME/id in tracefs; -1 if no tracefs shows it.
+long tracepoint_id(const std::string& event) {
+    for (const char* dir : kTraceDirs) {
+        std::ifstream in(std::string(dir) + "/events/" + event + "/id");
+        long id = -1;
+        if (in >> id) {
+            return id;
+        }
+    }
+    return -1;
+}
+
+// A counting event on the calling thread (pid 0, any CPU) that every task it creates inherits.
+int open_tracepoint(long id) {
+    perf_event_attr attr;
+    std::memset(&attr, 0, sizeof attr);
+    attr.type = PERF_TYPE_TRACEPOINT;
+    attr.size = sizeof attr;
+    attr.config = static_cast<uint64_t>(id);
+    attr.inherit = 1;
+    return static_cast<int>(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
+}
+
+std::string paranoid_level() {
+    std::ifstream in("/proc/sys/kernel/perf_event_paranoid");
+    std::string level;
+    in >> level;
+    return level.empty() ? "?" : level;
+}
+
+}  // namespace
+
+KernelCounters KernelCounters::open_on_this_thread() {
+    KernelCounters k;
+    if (!tracefs_present() && ::geteuid() == 0) {
+        // A root shell in a fresh container or VM often lacks the mount; the tracepoint ids live
+        // only there. If the mount fails, the error below says that no tracefs was found.
+        ::mount("tracefs", kTraceDirs[0], "tracefs", 0, nullptr);
+    }
+    long syscalls_id = tracepoint_id("raw_syscalls/sys_enter");
+    if (syscalls_id < 0) {
+        k.why_ = tracefs_present()
+                     ? "no raw_syscalls:sys_enter tracepoint in tracefs (kernel without "
+                       "CONFIG_FTRACE_SYSCALLS?)"
+                     : "no tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing (not "
+                       "mounted, or not readable by this user)";
+        return k;
+    }
+    int fd = open_tracepoint(syscalls_id);
+    if (fd < 0) {
+        int err = errno;
+        k.why_ = std::string("perf_event_open raw_syscalls:sys_enter: ") + std::strerror(err);
+        if (err == EACCES || err == EPERM) {
+            k.why_ += " (kernel.perf_event_paranoid=" + paranoid_level() +
+                      "; a tracepoint needs CAP_PERFMON, or root)";
+        }
+        return k;
+    }
+    k.syscalls_.reset(fd);
+    k.why_.clear();
+    // A kernel built without io_uring has no such tracepoint; the syscall count stands alone.
+    long complete_id = tracepoint_id("io_uring/io_uring_complete");
+    if (complete_id >= 0) {
+        k.completions_.reset(open_tracepoint(complete_id));
+    }
+    return k;
+}
+
+std::optional<KernelCounters::Counts> KernelCounters::read() const {
+    if (!syscalls_) {
+        return std::nullopt;
+    }
+    // Without read_format flags the read is one u64: the event's count plus that of every copy
+    // inherited from it, live or already exited.
+    Counts c;
+    uint64_t value = 0;
+    if (::read(syscalls_.get(), &value, sizeof value) != sizeof value) {
+        return std::nullopt;
+    }
+    c.syscalls = value;
+    if (completions_ && ::read(completions_.get(), &value, sizeof value) == sizeof value) {
+        c.uring_completions = static_cast<int64_t>(value);
+    }
+    return c;
 }
 
 namespace {

@@ -7,8 +7,11 @@
 
 #include <cstdint>
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/fd.hpp"
 
 namespace iolab {
 
@@ -46,6 +49,44 @@ int tree_processes(pid_t pid);
 // Sockets in TIME_WAIT on `port` (either end), from /proc/net/tcp and /proc/net/tcp6: what a
 // client that connects per request leaves behind.
 long time_wait_sockets(uint16_t port);
+
+// The kernel's own count of what a process tree does, from two tracepoints read through
+// perf_event_open(2) as counters (no samples, no ring buffer): raw_syscalls:sys_enter fires on
+// every system call any of its threads enters, whatever made the call (the model's own code,
+// libev, Asio, glibc's AIO helper threads); io_uring:io_uring_complete fires for every CQE the
+// kernel posts, that is every io_uring operation completed (0 where io_uring is not used).
+//
+// Each counter is opened with `inherit` on the calling thread. `inherit` copies a counter into a
+// task when it is created (fork, clone of a thread, an io_uring worker) and never into a task
+// that already exists, so counting a server that is already running would need one counter per
+// thread it has, found in /proc/PID/task, and a thread its workers create while that list is
+// read would be missed or counted twice. Opened on the thread that is about to fork the server,
+// the counter is in the server from its first instruction: every thread and every child process
+// it ever makes inherits it, and a read of the counter sums all of them, the dead included. The
+// opening thread's own calls and the child's few calls before exec(2) happen before any load and
+// drop out of a difference between two reads, provided that thread makes no more calls.
+class KernelCounters {
+public:
+    struct Counts {
+        uint64_t syscalls = 0;
+        int64_t uring_completions = -1;  // -1: this kernel has no io_uring tracepoint
+    };
+    // Opens the counters on the calling thread (see above). Where the kernel refuses (no tracefs,
+    // kernel.perf_event_paranoid, EACCES, ENOENT, ENODEV), ok() is false and why() says what
+    // failed. With no tracefs mounted and root, tracefs is mounted at /sys/kernel/tracing first.
+    static KernelCounters open_on_this_thread();
+
+    KernelCounters() = default;
+    bool ok() const { return syscalls_.valid(); }
+    const std::string& why() const { return why_; }
+    // The counts so far; nullopt if the counter cannot be read (or is not open).
+    std::optional<Counts> read() const;
+
+private:
+    Fd syscalls_;
+    Fd completions_;
+    std::string why_ = "not opened";
+};
 
 // Where the server and the load generator run. With two or more CPUs allowed, the load generator
 // takes the last one and the server the others, so that they never compete for a core.
