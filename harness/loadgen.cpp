@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "common/net.hpp"
+#include "common/qa.hpp"
 
 namespace iolab {
 
@@ -80,35 +81,40 @@ void ReplyChecker::expect(std::string_view reply) {
 long ReplyChecker::feed(std::string_view data) {
     size_t avail = expected_.size() - pos_;
     size_t n = std::min(avail, data.size());
-    if (std::memcmp(expected_.data() + pos_, data.data(), n) != 0) {
-        size_t i = 0;
-        while (expected_[pos_ + i] == data[i]) {
-            ++i;
-        }
-        why_ = "reply byte " + std::to_string(offset_ + i) + " differs: expected " +
-               printable(std::string_view(expected_).substr(pos_ + i)) + ", got " +
-               printable(data.substr(i));
-        return -1;
+    size_t same = 0;
+    while (same < n && expected_[pos_ + same] == data[same]) {
+        ++same;
     }
-    if (data.size() > avail) {
-        why_ = "bytes nobody asked for: " + printable(data.substr(avail));
-        return -1;
-    }
-    pos_ += n;
-    offset_ += n;
+    pos_ += same;
+    offset_ += same;
     long done = 0;
     while (!ends_.empty() && ends_.front() <= pos_) {
+        start_ = ends_.front();
         ends_.pop_front();
         ++done;
+    }
+    if (same < data.size()) {
+        at_start_ = pos_ == start_;
+        unexpected_.assign(data.substr(same));
+        if (same < n) {
+            why_ = "reply byte " + std::to_string(offset_) + " differs: expected " +
+                   printable(std::string_view(expected_).substr(pos_)) + ", got " +
+                   printable(unexpected_);
+        } else {
+            why_ = "bytes nobody asked for: " + printable(unexpected_);
+        }
+        return -1;
     }
     if (pos_ == expected_.size()) {
         expected_.clear();
         pos_ = 0;
+        start_ = 0;
     } else if (pos_ >= 65536) {
         expected_.erase(0, pos_);
         for (size_t& e : ends_) {
             e -= pos_;
         }
+        start_ -= pos_;
         pos_ = 0;
     }
     return done;
@@ -118,6 +124,20 @@ void ReplyChecker::clear() {
     expected_.clear();
     ends_.clear();
     pos_ = 0;
+    start_ = 0;
+    at_start_ = false;
+    unexpected_.clear();
+}
+
+bool is_refusal(std::string_view bytes) {
+    return bytes == kServerBusy || bytes == kServerFull;
+}
+
+bool could_be_refusal(std::string_view bytes) {
+    auto begins = [&](std::string_view line) {
+        return bytes.size() <= line.size() && line.substr(0, bytes.size()) == bytes;
+    };
+    return begins(kServerBusy) || begins(kServerFull);
 }
 
 void make_request(Mode mode, size_t payload, uint64_t conn, uint64_t seq, std::string& request,
@@ -156,6 +176,9 @@ struct LoadGen::Conn {
     std::string out;        // bytes not yet accepted by send(2)
     size_t out_off = 0;
     ReplyChecker check;
+    // Bytes that came in place of a reply and may be a refusal line; it is one only if the
+    // server closes after exactly that line, so the verdict waits for the close.
+    std::string refusal;
     std::deque<int64_t> due;  // when each request in flight was due, oldest first
     uint64_t seq = 0;
     int64_t connect_started = 0;  // connect per request: the next request's latency starts here
@@ -223,7 +246,7 @@ bool LoadGen::open_socket(Conn& c) {
     const Target& t = targets_[c.target];
     c.fd.reset(::socket(t.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!c.fd) {
-        fail(c, std::string("socket: ") + std::strerror(errno));
+        fail(c, Failure::lost, std::string("socket: ") + std::strerror(errno));
         return false;
     }
     int one = 1;
@@ -240,7 +263,7 @@ bool LoadGen::open_socket(Conn& c) {
         src.sin_addr.s_addr = htonl((127u << 24) | (2 + next_source_++ % 253));
         ::setsockopt(c.fd.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (::bind(c.fd.get(), reinterpret_cast<const sockaddr*>(&src), sizeof src) < 0) {
-            fail(c, std::string("bind a source address: ") + std::strerror(errno));
+            fail(c, Failure::lost, std::string("bind a source address: ") + std::strerror(errno));
             return false;
         }
     }
@@ -249,7 +272,7 @@ bool LoadGen::open_socket(Conn& c) {
     if (rc < 0 && errno != EINPROGRESS) {
         // EADDRNOTAVAIL: out of ephemeral ports; EMFILE: out of descriptors. Either way the
         // connection is over and the point says why, rather than waiting forever.
-        fail(c, "connect " + t.name + ": " + std::strerror(errno));
+        fail(c, Failure::lost, "connect " + t.name + ": " + std::strerror(errno));
         return false;
     }
     epoll_event ev{};
@@ -274,8 +297,9 @@ int LoadGen::connect(std::chrono::milliseconds deadline) {
     int open = 0;
     for (Conn& c : conns_) {
         if (c.state == Conn::State::connecting || c.state == Conn::State::idle) {
-            fail(c, "connect " + targets_[c.target].name + ": not connected within " +
-                        std::to_string(deadline.count()) + " ms");
+            fail(c, Failure::lost,
+                 "connect " + targets_[c.target].name + ": not connected within " +
+                     std::to_string(deadline.count()) + " ms");
         }
         open += c.state == Conn::State::open;
     }
@@ -332,21 +356,41 @@ void LoadGen::on_connected(Conn& c) {
     }
 }
 
-void LoadGen::fail(Conn& c, const std::string& why) {
+void LoadGen::fail(Conn& c, Failure kind, const std::string& why) {
     if (c.state == Conn::State::dead) {
         return;
     }
     if (c.state == Conn::State::connecting) {
         --connecting_;
     }
-    Target& t = targets_[c.target];
-    t.stats.errors++;
-    if (t.stats.first_error.empty()) {
-        t.stats.first_error = why;
+    std::string text = why;
+    if (!c.refusal.empty()) {
+        // The connection ended after bytes that came in place of a reply: exactly a refusal
+        // line is the server's documented answer; anything shorter is a reply that differs.
+        if (is_refusal(c.refusal)) {
+            kind = Failure::refused;
+            text = "refused: " + c.refusal.substr(0, c.refusal.size() - 1) + ", then " + why;
+        } else {
+            kind = Failure::wrong;
+            text = c.check.why() + ", then " + why;
+        }
     }
+    TargetStats& st = targets_[c.target].stats;
+    // first_error tells of the gravest kind seen: a wrong byte, then a lost connection, then
+    // an unanswered request, then a refusal.
+    bool gravest = kind == Failure::wrong  ? st.wrong == 0
+                   : kind == Failure::lost ? st.wrong + st.lost == 0
+                                           : st.errors == 0;
+    if (gravest) {
+        st.first_error = text;
+    }
+    (kind == Failure::refused ? st.refused : kind == Failure::wrong ? st.wrong : st.lost)++;
+    st.errors++;
+    Target& t = targets_[c.target];
     t.outstanding -= c.due.size();
     c.due.clear();
     c.check.clear();
+    c.refusal.clear();
     c.out.clear();
     c.fd.reset();  // close(2) also takes it out of the epoll set
     c.state = Conn::State::dead;
@@ -389,7 +433,7 @@ void LoadGen::flush(Conn& c) {
             }
             return;
         }
-        fail(c, std::string("send: ") + std::strerror(errno));
+        fail(c, Failure::lost, std::string("send: ") + std::strerror(errno));
         return;
     }
     c.out.clear();
@@ -403,28 +447,10 @@ void LoadGen::flush(Conn& c) {
     }
 }
 
-void LoadGen::on_readable(Conn& c) {
-    ssize_t n = ::recv(c.fd.get(), buf_.data(), buf_.size(), MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        return;
-    }
-    if (n < 0) {
-        fail(c, std::string("recv: ") + std::strerror(errno));
-        return;
-    }
-    if (n == 0) {
-        fail(c, "the server closed the connection with " + std::to_string(c.due.size()) +
-                    " replies outstanding");
-        return;
-    }
-    long done = c.check.feed(std::string_view(buf_.data(), static_cast<size_t>(n)));
-    if (done < 0) {
-        fail(c, c.check.why());
-        return;
-    }
+void LoadGen::answered(Conn& c, long replies, bool send_more) {
     Target& t = targets_[c.target];
     int64_t now = now_ns();
-    for (long i = 0; i < done; ++i) {
+    for (long i = 0; i < replies; ++i) {
         int64_t due = c.due.front();
         c.due.pop_front();
         t.outstanding--;
@@ -434,10 +460,51 @@ void LoadGen::on_readable(Conn& c) {
             t.stats.completed++;
             t.stats.latency.record(static_cast<uint64_t>(std::max<int64_t>(now - due, 0)));
         }
-        if (sending_ && (t.rate == 0 || c.work) && !(spec_.connect_per_request && !c.work)) {
+        if (send_more && sending_ && (t.rate == 0 || c.work) &&
+            !(spec_.connect_per_request && !c.work)) {
             issue(c, now);
         }
     }
+}
+
+void LoadGen::on_readable(Conn& c) {
+    ssize_t n = ::recv(c.fd.get(), buf_.data(), buf_.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n < 0) {
+        // A reset after a refusal line still makes a refusal: the line was read first, since
+        // the kernel hands out what is queued before it reports the reset.
+        fail(c, Failure::lost, std::string("recv: ") + std::strerror(errno));
+        return;
+    }
+    if (n == 0) {
+        fail(c, Failure::lost,
+             c.refusal.empty() ? "the server closed the connection with " +
+                                     std::to_string(c.due.size()) + " replies outstanding"
+                               : std::string("the server closed the connection"));
+        return;
+    }
+    std::string_view data(buf_.data(), static_cast<size_t>(n));
+    if (!c.refusal.empty()) {
+        c.refusal.append(data);
+        if (!could_be_refusal(c.refusal)) {
+            fail(c, Failure::wrong, "more bytes came after it");
+        }
+        return;
+    }
+    size_t pending = c.check.pending();
+    long done = c.check.feed(data);
+    if (done < 0) {
+        answered(c, static_cast<long>(pending - c.check.pending()), false);
+        if (c.check.differs_at_reply_start() && could_be_refusal(c.check.unexpected())) {
+            c.refusal = c.check.unexpected();
+        } else {
+            fail(c, Failure::wrong, c.check.why());
+        }
+        return;
+    }
+    answered(c, done, true);
     if (spec_.connect_per_request && !c.work && c.due.empty()) {
         // The reply is in: close (ours is the active close, so the TIME_WAIT is ours) and
         // connect again for the next request.
@@ -458,7 +525,8 @@ void LoadGen::on_event(Conn& c, uint32_t events) {
         socklen_t len = sizeof err;
         ::getsockopt(c.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0) {
-            fail(c, "connect " + targets_[c.target].name + ": " + std::strerror(err));
+            fail(c, Failure::lost,
+                 "connect " + targets_[c.target].name + ": " + std::strerror(err));
         } else {
             --connecting_;
             on_connected(c);
@@ -485,7 +553,7 @@ void LoadGen::issue_due(int64_t now) {
         uint64_t due_count = t.schedule.due_by(now);
         for (; t.next_k < due_count; ++t.next_k) {
             Conn& c = conns_[t.first + t.next_k % t.count];
-            if (c.state != Conn::State::open ||
+            if (c.state != Conn::State::open || !c.refusal.empty() ||
                 c.due.size() >= static_cast<size_t>(spec_.max_outstanding)) {
                 t.stats.skipped++;
                 continue;
@@ -599,6 +667,12 @@ void LoadGen::finish(std::chrono::milliseconds grace) {
     if (waiting()) {
         run_until(until, waiting);
     }
+    for (Conn& c : conns_) {
+        if (c.state == Conn::State::open && !c.refusal.empty()) {
+            fail(c, Failure::lost,
+                 "not closed within " + std::to_string(grace.count()) + " ms after the line");
+        }
+    }
     for (Target& t : targets_) {
         uint64_t before = t.stats.timeouts;
         int conns = 0;
@@ -612,12 +686,12 @@ void LoadGen::finish(std::chrono::milliseconds grace) {
                 ++conns;
             }
         }
-        uint64_t lost = t.stats.timeouts - before;
-        t.stats.errors += lost;
-        if (lost > 0 && t.stats.first_error.empty()) {
-            t.stats.first_error = std::to_string(lost) + " request(s) on " + std::to_string(conns) +
-                                  " connection(s) unanswered " + std::to_string(grace.count()) +
-                                  " ms after the run";
+        uint64_t unanswered = t.stats.timeouts - before;
+        t.stats.errors += unanswered;
+        if (unanswered > 0 && t.stats.wrong + t.stats.lost + before == 0) {
+            t.stats.first_error = std::to_string(unanswered) + " request(s) on " +
+                                  std::to_string(conns) + " connection(s) unanswered " +
+                                  std::to_string(grace.count()) + " ms after the run";
         }
     }
 }
@@ -627,6 +701,7 @@ void LoadGen::close_all() {
         c.fd.reset();
         c.state = Conn::State::dead;
         c.due.clear();
+        c.refusal.clear();
     }
     for (Target& t : targets_) {
         t.outstanding = 0;

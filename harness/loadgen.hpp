@@ -17,9 +17,16 @@
 //                the client's; their ports are spread over the source addresses 127.0.0.2 to
 //                127.0.0.254, since one source address has only ~28,000 ephemeral ports and a
 //                socket in TIME_WAIT keeps its port for 60 s.
-// Every reply is checked byte for byte against what the request asked for; a mismatch, a reset
-// or a close ends that connection and counts as an error, and a request still unanswered when
-// the run ends counts as a timeout (also an error).
+// Every reply is checked byte for byte against what the request asked for, and each failure is
+// told apart by what the server did, because a refusal is a model's documented behaviour and a
+// wrong byte is a bug:
+//   refused:    the server sent exactly `ERR server busy` or `ERR server full` in place of a
+//               reply, then closed (a pool or a cap turning a client away);
+//   wrong:      a byte that differs from the reply expected, or bytes nobody asked for;
+//   lost:       a connect that failed, or a reset or close before the reply;
+//   unanswered: a request still without its reply when the run ends (a serial server's waiting
+//               clients; counted in TargetStats::timeouts).
+// The first three end their connection and count one each; the last counts requests.
 #pragma once
 
 #include <chrono>
@@ -66,18 +73,33 @@ public:
     // Checks `data` (the next bytes received). Returns the number of replies completed by it, or
     // -1 at the first byte that differs from what was expected, or that nobody asked for; why()
     // says which byte, what was expected and what came.
+    // On -1 the bytes before the one that differs are consumed: pending() shows the replies
+    // they completed.
     long feed(std::string_view data);
     size_t pending() const { return ends_.size(); }
     const std::string& why() const { return why_; }
+    // After feed() returned -1: whether the first byte that differs is the first byte of a reply
+    // (the next one expected, or one nobody asked for), and the bytes received from it on. A
+    // refusal (`ERR server busy`) comes in place of a whole reply, never inside one.
+    bool differs_at_reply_start() const { return at_start_; }
+    const std::string& unexpected() const { return unexpected_; }
     void clear();
 
 private:
     std::string expected_;     // expected bytes not yet received
     size_t pos_ = 0;           // bytes of expected_ already received and matched
+    size_t start_ = 0;         // offset in expected_ where the first pending reply begins
     std::deque<size_t> ends_;  // end offset in expected_ of each pending reply
     uint64_t offset_ = 0;      // bytes matched since the start, for messages
     std::string why_;
+    bool at_start_ = false;
+    std::string unexpected_;
 };
+
+// True if `bytes` is exactly one of the QA protocol's refusal lines, `ERR server busy\n` or
+// `ERR server full\n`; could_be_refusal: if it is the beginning of one.
+bool is_refusal(std::string_view bytes);
+bool could_be_refusal(std::string_view bytes);
 
 // The request a load connection sends and the reply it must get, for request number `seq` of
 // connection `conn`. QA mode: "ECHO <payload bytes>\n" -> "<payload bytes>\n" (payload 0: PING
@@ -97,13 +119,19 @@ struct LoadSpec {
 
 struct TargetStats {
     uint64_t sent = 0;
-    uint64_t completed = 0;  // replies checked (not counting WORK connections)
+    uint64_t completed = 0;  // answered: replies checked (not counting WORK connections)
     uint64_t work_completed = 0;
-    uint64_t errors = 0;    // connections lost (mismatch, reset, close) + timeouts
-    uint64_t timeouts = 0;  // requests unanswered at finish()
+    // The failures, by kind (see the top of this file); errors is their sum.
+    uint64_t refused = 0;   // connections turned away with ERR server busy|full, then closed
+    uint64_t wrong = 0;     // connections ended by a byte that differs
+    uint64_t lost = 0;      // connections failed, reset or closed before a reply
+    uint64_t timeouts = 0;  // unanswered: requests without a reply at finish()
+    uint64_t errors = 0;    // refused + wrong + lost + timeouts
     uint64_t skipped = 0;  // open loop: requests not sent because the connection was too far behind
     uint64_t connects = 0;  // connections established (connect per request: one per request)
     Histogram latency;
+    // What the first failure was; a wrong byte replaces any earlier message of another kind,
+    // since it is the one that shows a bug.
     std::string first_error;
 };
 
@@ -145,7 +173,8 @@ public:
     // (asked at least every 100 ms).
     void run_until(int64_t until_ns, const std::function<bool()>& keep_going = {});
     // Stops sending and waits up to `grace` for the replies in flight; those still missing are
-    // counted as timeouts (errors).
+    // counted as timeouts (unanswered). A connection that got a refusal line but was not closed
+    // within `grace` counts as refused all the same.
     void finish(std::chrono::milliseconds grace);
     // Closes every connection.
     void close_all();
@@ -162,7 +191,9 @@ private:
     void on_readable(Conn& c);
     void issue(Conn& c, int64_t due);
     void flush(Conn& c);
-    void fail(Conn& c, const std::string& why);
+    enum class Failure { refused, wrong, lost };
+    void fail(Conn& c, Failure kind, const std::string& why);
+    void answered(Conn& c, long replies, bool send_more);
     void start_connects();
     bool open_socket(Conn& c);  // socket + connect (non-blocking); false if it failed
     void issue_due(int64_t now);
