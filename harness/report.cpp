@@ -243,7 +243,9 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
     o << "    \"cores\": " << info.cores << ",\n";
     o << "    \"io_uring\": " << str(info.io_uring) << ",\n";
     o << "    \"pinning\": " << str(info.pinning) << ",\n";
-    o << "    \"load\": " << str(info.load) << "\n  },\n";
+    o << "    \"load\": " << str(info.load) << ",\n";
+    o << "    \"syscalls\": " << (info.syscalls.empty() ? "null" : str(info.syscalls))
+      << "\n  },\n";
     o << "  \"results\": [";
     for (size_t i = 0; i < rows.size(); ++i) {
         const PointResult& r = rows[i];
@@ -263,6 +265,9 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
         o << ", \"max_us\": " << num(r.max_us);
         o << ", \"server_cpu_us_per_req\": " << num(r.server_cpu_us_per_req, 2);
         o << ", \"syscalls_per_req\": " << num(r.syscalls_per_req, 2);
+        o << ", \"syscalls_source\": "
+          << (r.syscalls_source.empty() ? "null" : str(r.syscalls_source));
+        o << ", \"uring_ops_per_req\": " << num(r.uring_ops_per_req, 2);
         o << ", \"threads\": " << r.threads;
         o << ", \"rss_kib\": " << r.rss_kib;
         o << ", \"rss_per_conn_kib\": " << num(r.rss_per_conn_kib, 2);
@@ -270,6 +275,11 @@ std::string results_json(const RunInfo& info, const std::vector<PointResult>& ro
         o << ", \"ctx_switches_involuntary\": " << r.ctx_switches_involuntary;
         o << ", \"client_cpu_pct\": " << num(r.client_cpu_pct);
         o << ", \"client_bound\": " << (r.client_bound ? "true" : "false");
+        o << ", \"answered\": " << r.answered;
+        o << ", \"refused\": " << r.refused;
+        o << ", \"unanswered\": " << r.unanswered;
+        o << ", \"wrong\": " << r.wrong;
+        o << ", \"lost\": " << r.lost;
         o << ", \"errors\": " << r.errors;
         o << ", \"not_sent\": " << r.not_sent;
         o << ", \"conns_connected\": " << r.conns_connected;
@@ -318,7 +328,8 @@ std::string results_csv(const std::vector<PointResult>& rows) {
     o << "variant,conns,payload,mode,rate,duration_s,requests,req_per_s,p50_us,p99_us,p999_us,"
          "max_us,server_cpu_us_per_req,syscalls_per_req,threads,rss_kib,rss_per_conn_kib,"
          "ctx_switches_voluntary,ctx_switches_involuntary,client_cpu_pct,client_bound,errors,"
-         "not_sent,conns_connected,shape,processes,pss_kib,accepts_per_s,time_wait,first_error\n";
+         "not_sent,conns_connected,shape,processes,pss_kib,accepts_per_s,time_wait,"
+         "syscalls_source,uring_ops_per_req,answered,refused,unanswered,wrong,lost,first_error\n";
     for (const PointResult& r : rows) {
         o << csv_field(r.variant) << ',' << r.conns << ',' << r.payload << ',' << r.mode << ','
           << num(r.rate, 0) << ',' << num(r.duration_s, 3) << ',' << r.requests << ','
@@ -331,6 +342,8 @@ std::string results_csv(const std::vector<PointResult>& rows) {
           << r.errors << ',' << r.not_sent << ',' << r.conns_connected << ',' << r.shape << ','
           << r.processes << ',' << r.pss_kib << ',' << csv_num(r.accepts_per_s, 0) << ','
           << (r.time_wait < 0 ? std::string() : std::to_string(r.time_wait)) << ','
+          << r.syscalls_source << ',' << csv_num(r.uring_ops_per_req, 2) << ',' << r.answered << ','
+          << r.refused << ',' << r.unanswered << ',' << r.wrong << ',' << r.lost << ','
           << csv_field(r.first_error) << '\n';
     }
     return o.str();
@@ -352,13 +365,22 @@ std::string cell(double v, int decimals = 1) {
 
 std::string results_table(const std::vector<PointResult>& rows,
                           const std::vector<Skipped>& skipped) {
-    bool per_request = false;
+    bool per_request = false, any_bound = false, any_traced = false, any_kernel = false;
+    uint64_t refused = 0, unanswered = 0, wrong = 0, lost = 0;
     for (const PointResult& r : rows) {
         per_request = per_request || r.shape == "per-request";
+        any_bound = any_bound || r.client_bound;
+        any_traced = any_traced || r.syscalls_source == "traced";
+        any_kernel = any_kernel || r.syscalls_source == "kernel";
+        refused += r.refused;
+        unanswered += r.unanswered;
+        wrong += r.wrong;
+        lost += r.lost;
     }
     std::vector<std::vector<std::string>> t;
-    t.push_back({"variant", "conns", "mode", "req/s", "p50 us", "p99 us", "p99.9 us", "cpu us/req",
-                 "sys/req", "threads", "rss KiB", "KiB/conn", "client %", "errors"});
+    t.push_back({"variant", "conns", "mode", "req/s", "p50", "p99", "p99.9", "cpu/req", "sys/req",
+                 "uring/req", "threads", "rss KiB", "KiB/conn", "client %", "answered", "refused",
+                 "no reply", "WRONG", "lost"});
     if (per_request) {
         t[0].insert(t[0].end(), {"accepts/s", "TIME_WAIT"});
     }
@@ -368,11 +390,15 @@ std::string results_table(const std::vector<PointResult>& rows,
         if (r.shape == "per-request") {
             mode += " new-conn";
         }
+        std::string sys = cell(r.syscalls_per_req, 2) + (r.syscalls_source == "traced" ? "t" : "");
+        std::string uring = r.uring_ops_per_req == 0 ? "0" : cell(r.uring_ops_per_req, 2);
+        std::string bad = r.wrong > 0 ? std::to_string(r.wrong) + " BUG" : "0";
         t.push_back({r.variant, std::to_string(r.conns), mode, cell(r.req_per_s, 0), cell(r.p50_us),
-                     cell(r.p99_us), cell(r.p999_us), cell(r.server_cpu_us_per_req, 2),
-                     cell(r.syscalls_per_req, 2), std::to_string(r.threads),
-                     std::to_string(r.rss_kib), cell(r.rss_per_conn_kib, 2), client,
-                     std::to_string(r.errors)});
+                     cell(r.p99_us), cell(r.p999_us), cell(r.server_cpu_us_per_req, 2), sys, uring,
+                     std::to_string(r.threads), std::to_string(r.rss_kib),
+                     cell(r.rss_per_conn_kib, 2), client, std::to_string(r.answered),
+                     std::to_string(r.refused), std::to_string(r.unanswered), bad,
+                     std::to_string(r.lost)});
         if (per_request) {
             t.back().insert(t.back().end(), {cell(r.accepts_per_s, 0),
                                              r.time_wait < 0 ? "-" : std::to_string(r.time_wait)});
@@ -395,9 +421,37 @@ std::string results_table(const std::vector<PointResult>& rows,
             o << (i + 1 < row.size() ? "  " : "\n");
         }
     }
-    bool any_bound = false;
+    o << "\np50, p99, p99.9: latency in us; cpu/req: us of server CPU (its whole process tree)\n";
+    if (any_kernel) {
+        o << "sys/req: every system call of the server's threads and processes, counted by the "
+             "kernel (tracepoint raw_syscalls:sys_enter); uring/req: io_uring completions "
+             "(io_uring:io_uring_complete)\n";
+    }
+    if (any_traced) {
+        o << "t  counted by the server itself (its TRACE_IO calls, STATS syscalls=), because "
+             "the kernel refused its tracepoint: calls inside libraries and helper threads are "
+             "missing\n";
+    }
+    if (refused > 0) {
+        o << "refused: connections turned away with ERR server busy or ERR server full, then "
+             "closed: the model's documented limit, not a fault\n";
+    }
+    if (unanswered > 0) {
+        o << "no reply: requests still unanswered 500 ms after the window (a serial server's "
+             "waiting clients, a stalled one's queue)\n";
+    }
+    if (lost > 0) {
+        o << "lost: connections that failed to connect, or were reset or closed before a reply\n";
+    }
+    if (wrong > 0) {
+        o << "BUG: a reply byte differed from what was asked for. No model teaches that: it is a "
+             "bug in the server\n";
+    }
     for (const PointResult& r : rows) {
-        any_bound = any_bound || r.client_bound;
+        if (r.wrong > 0 || r.lost > 0) {
+            o << (r.wrong > 0 ? "  BUG " : "  lost ") << r.variant << " at " << r.conns
+              << " conns: " << r.first_error.substr(0, 160) << "\n";
+        }
     }
     if (any_bound) {
         o << "! the load generator was 90% busy or more at this point: the figure is the "
@@ -477,33 +531,103 @@ std::string header(int w, int h, const ChartSpec& spec) {
     return o.str();
 }
 
-std::string bar_chart(const ChartSpec& spec, const std::vector<Series>& series) {
-    std::vector<std::pair<std::string, double>> bars;
-    for (const Series& s : series) {
-        if (!s.points.empty() && s.points[0].second >= 0) {
-            bars.emplace_back(s.name, s.points[0].second);
+// A value axis: 0 .. a nice maximum, or whole decades on a log scale (with 2 and 5 between
+// them when there are few decades, so that a reader can place a value).
+struct Axis {
+    bool log = false;
+    double lo = 0, hi = 1;
+    std::vector<double> ticks;
+    double frac(double v) const {
+        if (log) {
+            return (std::log10(std::max(v, lo)) - std::log10(lo)) /
+                   (std::log10(hi) - std::log10(lo));
+        }
+        return (v - lo) / (hi - lo);
+    }
+};
+
+// The 1-2-5 sequence: the largest step at or below v (down) or the smallest at or above it.
+double one_two_five(double v, bool up) {
+    double decade = std::pow(10, std::floor(std::log10(v)));
+    double best = up ? decade * 10 : decade;
+    for (double m : {1.0, 2.0, 5.0, 10.0}) {
+        double step = m * decade;
+        if (up && step >= v * 0.999) {
+            return step;
+        }
+        if (!up && step <= v * 1.001) {
+            best = step;
         }
     }
+    return best;
+}
+
+Axis value_axis(double min, double max, bool log) {
+    Axis a;
+    a.log = log;
+    if (log) {
+        a.lo = one_two_five(min > 0 ? min : 1, false);
+        a.hi = one_two_five(max > 0 ? max : 10, true);
+        if (a.hi <= a.lo) {
+            a.hi = one_two_five(a.lo * 1.01, true);
+        }
+        bool few = a.hi / a.lo <= 1000;
+        for (double v = a.lo; v <= a.hi * 1.001; v = one_two_five(v * 1.01, true)) {
+            bool decade = std::fabs(std::log10(v) - std::round(std::log10(v))) < 1e-9;
+            if (few || decade || v == a.lo) {
+                a.ticks.push_back(v);
+            }
+        }
+    } else {
+        double step = nice_step(max > 0 ? max : 1, 5);
+        a.hi = std::ceil((max > 0 ? max : 1) / step) * step;
+        for (double v = 0; v <= a.hi + step / 2; v += step) {
+            a.ticks.push_back(v);
+        }
+    }
+    return a;
+}
+
+// Colours for groups, in the order the groups first appear.
+std::map<std::string, size_t> group_colours(const std::vector<Series>& series) {
+    std::map<std::string, size_t> colour;
+    for (const Series& s : series) {
+        colour.emplace(s.group, colour.size());
+    }
+    return colour;
+}
+
+std::string bar_chart(const ChartSpec& spec, const std::vector<Series>& series) {
+    struct Bar {
+        std::string name;
+        double value;
+        size_t colour;
+    };
+    std::map<std::string, size_t> colour = group_colours(series);
+    std::vector<Bar> bars;
+    double min = 0, max = 0;
+    for (size_t i = 0; i < series.size(); ++i) {
+        const Series& s = series[i];
+        double v = s.points.empty() ? -1 : s.points[0].second;
+        if (v < 0 || (spec.log_y && v <= 0)) {
+            continue;
+        }
+        min = bars.empty() ? v : std::min(min, v);
+        max = bars.empty() ? v : std::max(max, v);
+        bars.push_back({s.name, v, s.group.empty() ? i : colour[s.group]});
+    }
     std::sort(bars.begin(), bars.end(),
-              [](const auto& a, const auto& b) { return a.second > b.second; });
+              [](const Bar& a, const Bar& b) { return a.value > b.value; });
+    Axis axis = value_axis(min, max, spec.log_y);
     const int left = 230, right = 90, top = 60, row = 22;
     const int w = 900;
     const int h = top + row * static_cast<int>(std::max<size_t>(bars.size(), 1)) + 50;
     const int plot_w = w - left - right;
-    double max = 0;
-    for (const auto& b : bars) {
-        max = std::max(max, b.second);
-    }
-    if (max <= 0) {
-        max = 1;
-    }
-    double step = nice_step(max, 5);
-    double top_value = std::ceil(max / step) * step;
     std::ostringstream o;
     o << header(w, h, spec);
     int axis_y = top + row * static_cast<int>(bars.size()) + 4;
-    for (double v = 0; v <= top_value + step / 2; v += step) {
-        double x = left + plot_w * v / top_value;
+    for (double v : axis.ticks) {
+        double x = left + plot_w * axis.frac(v);
         o << "<line x1=\"" << fmt(x) << "\" y1=\"" << top << "\" x2=\"" << fmt(x) << "\" y2=\""
           << axis_y << "\" stroke=\"#ddd\"/>\n"
           << "<text x=\"" << fmt(x) << "\" y=\"" << axis_y + 16 << "\" text-anchor=\"middle\">"
@@ -513,14 +637,155 @@ std::string bar_chart(const ChartSpec& spec, const std::vector<Series>& series) 
       << "\" text-anchor=\"middle\">" << xml_escape(spec.y_label) << "</text>\n";
     for (size_t i = 0; i < bars.size(); ++i) {
         int y = top + row * static_cast<int>(i);
-        double bw = plot_w * bars[i].second / top_value;
+        double bw = std::max(1.0, plot_w * axis.frac(bars[i].value));
         o << "<text x=\"" << left - 8 << "\" y=\"" << y + 15 << "\" text-anchor=\"end\">"
-          << xml_escape(bars[i].first) << "</text>\n"
+          << xml_escape(bars[i].name) << "</text>\n"
           << "<rect x=\"" << left << "\" y=\"" << y + 3 << "\" width=\"" << fmt(bw)
-          << "\" height=\"" << row - 6 << "\" fill=\"" << kPalette[i % kColors] << "\"/>\n"
+          << "\" height=\"" << row - 6 << "\" fill=\"" << kPalette[bars[i].colour % kColors]
+          << "\"/>\n"
           << "<text x=\"" << fmt(left + bw + 4) << "\" y=\"" << y + 15 << "\">"
-          << tick_label(std::round(bars[i].second * 100) / 100) << "</text>\n";
+          << tick_label(std::round(bars[i].value * 100) / 100) << "</text>\n";
     }
+    o << "</svg>\n";
+    return o.str();
+}
+
+// The names in a group that do not extend another one's: "05_epoll" for 05_epoll and
+// 05_epoll_et; "02_process_per_conn / 02_thread_per_conn" for the three 02 variants.
+std::string group_title(const std::vector<const Series*>& members) {
+    std::string title;
+    for (const Series* s : members) {
+        std::string base = s->name.substr(0, s->name.find(' '));
+        bool extends = false;
+        for (const Series* o : members) {
+            std::string other = o->name.substr(0, o->name.find(' '));
+            extends = extends || (other != base && base.rfind(other + "_", 0) == 0);
+        }
+        if (!extends && title.find(base) == std::string::npos) {
+            title += (title.empty() ? "" : " / ") + base;
+        }
+    }
+    return title;
+}
+
+std::string small_multiples(const ChartSpec& spec, const std::vector<Series>& series) {
+    std::vector<std::string> groups;
+    std::map<std::string, std::vector<const Series*>> members;
+    std::set<double> xs;
+    double ymin = 0, ymax = 0;
+    bool any = false;
+    for (const Series& s : series) {
+        if (members.find(s.group) == members.end()) {
+            groups.push_back(s.group);
+        }
+        members[s.group].push_back(&s);
+        for (auto [x, y] : s.points) {
+            if (y < 0 || x <= 0 || (spec.log_y && y <= 0)) {
+                continue;
+            }
+            xs.insert(x);
+            ymin = any ? std::min(ymin, y) : y;
+            ymax = any ? std::max(ymax, y) : y;
+            any = true;
+        }
+    }
+    size_t legend_lines = 0;
+    for (const auto& [g, m] : members) {
+        legend_lines = std::max(legend_lines, m.size());
+    }
+    Axis axis = value_axis(ymin, ymax, spec.log_y);
+    double x0 = xs.empty() ? 1 : *xs.begin(), x1 = xs.empty() ? 10 : *xs.rbegin();
+    const int cols = static_cast<int>(std::min<size_t>(3, std::max<size_t>(groups.size(), 1)));
+    const int rows = (static_cast<int>(groups.size()) + cols - 1) / cols;
+    const int plot_w = 250, plot_h = 170, pad_left = 56, pad_right = 24, pad_top = 26;
+    const int legend_h = 15 * static_cast<int>(legend_lines) + 6;
+    const int panel_w = pad_left + plot_w + pad_right;
+    const int panel_h = pad_top + plot_h + 22 + legend_h;
+    const int top = 64, bottom = 40;
+    const int w = cols * panel_w + 30;
+    const int h = top + rows * panel_h + bottom;
+    auto tx = [&](double x) {
+        return plot_w * (std::log10(x) - std::log10(x0)) /
+               std::max(1e-9, std::log10(x1) - std::log10(x0));
+    };
+    auto ty = [&](double y) { return plot_h * (1 - axis.frac(y)); };
+    auto path_of = [&](const Series& s, double ox, double oy) {
+        std::string path;
+        for (auto [x, y] : s.points) {
+            if (y < 0 || x <= 0 || (spec.log_y && y <= 0)) {
+                continue;
+            }
+            path += (path.empty() ? "M" : " L") + fmt(ox + tx(x)) + " " + fmt(oy + ty(y));
+        }
+        return path;
+    };
+
+    std::ostringstream o;
+    o << header(w, h, spec);
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+        const std::vector<const Series*>& mine = members[groups[gi]];
+        double ox = 30 + static_cast<double>(gi % cols) * panel_w + pad_left;
+        double oy = top + static_cast<double>(gi / cols) * panel_h + pad_top;
+        o << "<text x=\"" << fmt(ox) << "\" y=\"" << fmt(oy - 8) << "\" font-weight=\"bold\">"
+          << xml_escape(group_title(mine)) << "</text>\n";
+        for (double v : axis.ticks) {
+            bool decade = !axis.log || std::fabs(std::log10(v) - std::round(std::log10(v))) < 1e-9;
+            o << "<line x1=\"" << fmt(ox) << "\" y1=\"" << fmt(oy + ty(v)) << "\" x2=\""
+              << fmt(ox + plot_w) << "\" y2=\"" << fmt(oy + ty(v)) << "\" stroke=\""
+              << (decade ? "#ccc" : "#eee") << "\"/>\n"
+              << "<text x=\"" << fmt(ox - 5) << "\" y=\"" << fmt(oy + ty(v) + 4)
+              << "\" text-anchor=\"end\" font-size=\"10\">" << tick_label(v) << "</text>\n";
+        }
+        for (double x : xs) {
+            o << "<line x1=\"" << fmt(ox + tx(x)) << "\" y1=\"" << fmt(oy) << "\" x2=\""
+              << fmt(ox + tx(x)) << "\" y2=\"" << fmt(oy + plot_h) << "\" stroke=\"#eee\"/>\n"
+              << "<text x=\"" << fmt(ox + tx(x)) << "\" y=\"" << fmt(oy + plot_h + 13)
+              << "\" text-anchor=\"middle\" font-size=\"10\">" << tick_label(x) << "</text>\n";
+        }
+        // Every other variant in grey, for scale; then the family's own on top.
+        for (const Series& s : series) {
+            if (s.group != groups[gi]) {
+                std::string path = path_of(s, ox, oy);
+                if (!path.empty()) {
+                    o << "<path d=\"" << path
+                      << "\" fill=\"none\" stroke=\"#d8d8d8\" stroke-width=\"1\"/>\n";
+                }
+            }
+        }
+        for (size_t i = 0; i < mine.size(); ++i) {
+            const Series& s = *mine[i];
+            const char* colour = kPalette[i % kColors];
+            std::string path = path_of(s, ox, oy);
+            if (!path.empty()) {
+                o << "<path d=\"" << path << "\" fill=\"none\" stroke=\"" << colour
+                  << "\" stroke-width=\"2\"/>\n";
+            }
+            for (auto [x, y] : s.points) {
+                if (y < 0 || x <= 0 || (spec.log_y && y <= 0)) {
+                    continue;
+                }
+                o << "<circle cx=\"" << fmt(ox + tx(x)) << "\" cy=\"" << fmt(oy + ty(y))
+                  << "\" r=\"3\" fill=\"" << colour << "\"><title>" << xml_escape(s.name) << " "
+                  << tick_label(x) << ": " << fmt(y) << "</title></circle>\n";
+            }
+            double ly = oy + plot_h + 30 + 15 * static_cast<double>(i);
+            o << "<line x1=\"" << fmt(ox) << "\" y1=\"" << fmt(ly - 4) << "\" x2=\"" << fmt(ox + 22)
+              << "\" y2=\"" << fmt(ly - 4) << "\" stroke=\"" << colour
+              << "\" stroke-width=\"2\"/>\n"
+              << "<text x=\"" << fmt(ox + 28) << "\" y=\"" << fmt(ly) << "\" font-size=\"11\">"
+              << xml_escape(s.name) << "</text>\n";
+        }
+        o << "<rect x=\"" << fmt(ox) << "\" y=\"" << fmt(oy) << "\" width=\"" << plot_w
+          << "\" height=\"" << plot_h << "\" fill=\"none\" stroke=\"#333\"/>\n";
+        if (gi % cols == 0) {
+            o << "<text transform=\"translate(16 " << fmt(oy + plot_h / 2.0)
+              << ") rotate(-90)\" text-anchor=\"middle\" font-size=\"11\">"
+              << xml_escape(spec.y_label) << "</text>\n";
+        }
+    }
+    o << "<text x=\"" << w / 2 << "\" y=\"" << h - 14 << "\" text-anchor=\"middle\">"
+      << xml_escape(spec.x_label) << " (every panel); the grey lines are the other variants"
+      << "</text>\n";
     o << "</svg>\n";
     return o.str();
 }
@@ -544,6 +809,11 @@ std::string svg_chart(const ChartSpec& spec, const std::vector<Series>& series) 
     }
     if (xs.size() == 1) {
         return bar_chart(spec, series);
+    }
+    bool grouped =
+        std::any_of(series.begin(), series.end(), [](const Series& s) { return !s.group.empty(); });
+    if (grouped && spec.log_x) {
+        return small_multiples(spec, series);
     }
     const int w = 960, left = 80, right = 230, top = 60, bottom = 60;
     const int h = std::max(520, top + 18 * static_cast<int>(series.size()) + bottom);

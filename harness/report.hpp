@@ -51,6 +51,7 @@ struct RunInfo {
     std::string io_uring;    // "available", or why not
     std::string pinning;     // which CPUs the server and the load generator ran on
     std::string load;        // the load: shape, payload, duration, warm-up
+    std::string syscalls;    // how syscalls were counted: "kernel (...)", or "traced: why"
 };
 RunInfo describe_machine();
 
@@ -73,7 +74,13 @@ struct PointResult {
     double p999_us = -1;
     double max_us = -1;
     double server_cpu_us_per_req = -1;
+    // System calls per reply. "kernel": every call of every thread and process of the server,
+    // counted by the tracepoint raw_syscalls:sys_enter; "traced": only the calls the server
+    // wraps in TRACE_IO (its STATS syscalls=), where the kernel refused the tracepoint; "": not
+    // measured.
     double syscalls_per_req = -1;
+    std::string syscalls_source;
+    double uring_ops_per_req = -1;  // io_uring completions (CQEs) per reply; kernel counts only
     int threads = 0;
     long rss_kib = 0;              // the server process's resident set
     long pss_kib = -1;             // proportional set size of the server's process tree
@@ -82,6 +89,14 @@ struct PointResult {
     long ctx_switches_involuntary = 0;
     double client_cpu_pct = 0;
     bool client_bound = false;
+    // The outcomes (harness/loadgen.hpp). answered and unanswered count requests; refused,
+    // wrong and lost count connections, each of which that failure ended. errors is the sum of
+    // the four failures, as before they were told apart.
+    uint64_t answered = 0;    // replies checked, in the window and the grace after it
+    uint64_t refused = 0;     // ERR server busy|full, then close: the model's documented limit
+    uint64_t unanswered = 0;  // no reply by the end of the grace (a serial model's queue)
+    uint64_t wrong = 0;       // a byte that differs: a bug
+    uint64_t lost = 0;        // connect failed, reset or EOF before a reply
     uint64_t errors = 0;
     uint64_t not_sent = 0;  // open loop: requests skipped by a connection 1000 replies behind
     int conns_connected = 0;
@@ -111,10 +126,15 @@ std::string results_table(const std::vector<PointResult>& rows,
                           const std::vector<Skipped>& skipped);
 
 // SVG charts. A line chart draws one series per variant against x (log scale for connections);
-// with a single x value it becomes a horizontal bar chart, one bar per variant, sorted.
+// with a single x value it becomes a horizontal bar chart, one bar per variant, sorted. When the
+// series carry groups (a model's family: "05" for 05_epoll and 05_epoll_et), the line chart is
+// drawn as small multiples instead, one panel per group on shared axes, every other series in
+// grey behind the group's own, so that no panel holds more than a family's few lines; the bars
+// are coloured by group.
 struct Series {
     std::string name;
     std::vector<std::pair<double, double>> points;  // (x, y); y < 0 means "no value"
+    std::string group = "";                         // "" = no group
 };
 struct ChartSpec {
     std::string title;

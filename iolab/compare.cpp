@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "common/stop.hpp"
 #include "iolab/commands.hpp"
@@ -23,33 +24,76 @@ std::vector<Series> series_of(const std::vector<PointResult>& rows,
         std::string name = r.variant + (r.shape == "per-request" ? " (new conn per request)" : "");
         auto [it, fresh] = index.emplace(name, out.size());
         if (fresh) {
-            out.push_back({name, {}});
+            // The model's family is its number: 05_epoll and 05_epoll_et share a panel.
+            out.push_back({name, {}, r.variant.substr(0, r.variant.find('_'))});
         }
         out[it->second].points.emplace_back(r.conns, y(r));
     }
     return out;
 }
 
+// The failures of a point, for the progress line: "  refused 996  WRONG 2", or "".
+std::string outcome_text(const PointResult& r) {
+    std::string text;
+    auto add = [&](const char* name, uint64_t n) {
+        if (n > 0) {
+            text += std::string("  ") + name + " " + std::to_string(n);
+        }
+    };
+    add("refused", r.refused);
+    add("no reply", r.unanswered);
+    add("lost", r.lost);
+    add("WRONG", r.wrong);
+    return text;
+}
+
+// Records in the run how syscalls were counted: by the kernel, or why not.
+void note_counters(RunInfo& info, const KernelCounters& counters) {
+    std::string how =
+        counters.ok()
+            ? "kernel: perf_event_open counters on raw_syscalls:sys_enter and "
+              "io_uring:io_uring_complete, inherited by every thread and process "
+              "of each server"
+            : "traced (the servers' own STATS syscalls=): the kernel refused: " + counters.why();
+    if (info.syscalls.find(how) == std::string::npos) {
+        if (!info.syscalls.empty()) {
+            info.syscalls += "; ";
+        }
+        info.syscalls += how;
+        if (!counters.ok()) {
+            std::fprintf(stderr, "iolab compare: syscalls %s\n", how.c_str());
+        }
+    }
+}
+
 }  // namespace
 
-void write_charts(const std::string& dir, const std::string& note,
+void write_charts(const std::string& dir, const std::string& load, const std::string& note,
                   const std::vector<PointResult>& rows) {
-    auto chart = [&](const std::string& file, const std::string& title, const std::string& y,
+    std::set<int> conns;
+    for (const PointResult& r : rows) {
+        conns.insert(r.conns);
+    }
+    // With one load point every chart is a bar per variant: the title says which point.
+    std::string where = conns.size() == 1 ? " at " + std::to_string(*conns.begin()) + " connections"
+                                          : " against connections";
+    auto chart = [&](const std::string& file, const std::string& what, const std::string& y,
                      bool log_y, const std::function<double(const PointResult&)>& get) {
-        ChartSpec spec{title, "concurrent connections", y, true, log_y, note};
+        ChartSpec spec{what + where + ": " + load, "concurrent connections", y, true, log_y, note};
         write_text_file(dir + "/" + file, svg_chart(spec, series_of(rows, get)));
     };
-    chart("req_per_s.svg", "Requests per second against connections", "requests/s", false,
+    chart("req_per_s.svg", "Requests per second", "requests/s", false,
           [](const PointResult& r) { return r.req_per_s; });
-    chart("p99.svg", "p99 latency against connections", "p99 latency (us, log scale)", true,
+    chart("p99.svg", "p99 latency", "p99 latency (us, log scale)", true,
           [](const PointResult& r) { return r.p99_us; });
-    chart("cpu_per_req.svg", "Server CPU time per request", "server CPU (us) per request", false,
+    chart("cpu_per_req.svg", "Server CPU time per request",
+          "server CPU (us) per request, log scale", true,
           [](const PointResult& r) { return r.server_cpu_us_per_req; });
-    chart("rss_per_conn.svg", "Server memory (RSS) per connection",
-          "KiB of RSS per connection (log scale)", true,
+    chart("rss_per_conn.svg", "Server memory (PSS) per connection",
+          "KiB per connection (log scale)", true,
           [](const PointResult& r) { return r.rss_per_conn_kib; });
-    chart("syscalls_per_req.svg", "IO system calls per request", "syscalls per request", false,
-          [](const PointResult& r) { return r.syscalls_per_req; });
+    chart("syscalls_per_req.svg", "System calls per request", "syscalls per request (log scale)",
+          true, [](const PointResult& r) { return r.syscalls_per_req; });
 }
 
 int run_compare(const CompareOptions& opt, const std::string& command_line) {
@@ -92,11 +136,13 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     std::vector<Skipped> skipped;
     for (size_t vi = 0; vi < variants.size() && !stop_requested(); ++vi) {
         const Variant& v = variants[vi];
-        ServerProcess server =
-            start_pinned(v,
-                         {"--max-conns", std::to_string(std::max(1000, max_conns + 16)),
-                          "--max-line", std::to_string(std::max<size_t>(4096, opt.payload + 16))},
-                         pin);
+        CountedServer counted =
+            start_counted(v,
+                          {"--max-conns", std::to_string(std::max(1000, max_conns + 16)),
+                           "--max-line", std::to_string(std::max<size_t>(4096, opt.payload + 16))},
+                          pin);
+        ServerProcess& server = counted.process;
+        note_counters(info, counted.counters);
         if (!server.running()) {
             bool unavailable = server.state() == ServerProcess::State::cannot_run;
             skipped.push_back({v.name, unavailable, server.reason()});
@@ -136,18 +182,20 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
             spec.duration_s = opt.duration;
             spec.warmup_s = opt.warmup;
             spec.connect_per_request = per_request;
-            PointResult r = measure_point(server, v.name, spec, pss_idle, [&](double f) {
+            auto progress = [&](double f) {
                 if (tty) {
                     std::fprintf(stderr, "\r%s  %3.0f%%  ~%s left   ", head, f * 100,
                                  format_seconds(left - f * per_point).c_str());
                     std::fflush(stderr);
                 }
                 return true;
-            });
+            };
+            PointResult r =
+                measure_point(server, v.name, spec, pss_idle, progress, nullptr, &counted.counters);
             ++done;
-            std::fprintf(stderr, "%s%s  %8.0f req/s  p99 %8.0f us  errors %llu%s\n",
-                         tty ? "\r" : "  ->  ", head, r.req_per_s, r.p99_us,
-                         (unsigned long long)r.errors, r.client_bound ? "  (client-bound)" : "");
+            std::fprintf(stderr, "%s%s  %8.0f req/s  p99 %8.0f us%s%s\n", tty ? "\r" : "  ->  ",
+                         head, r.req_per_s, r.p99_us, outcome_text(r).c_str(),
+                         r.client_bound ? "  (client-bound)" : "");
             rows.push_back(r);
         }
         bool died = !server.alive();
@@ -167,10 +215,12 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     write_text_file(opt.out + "/results.csv", results_csv(rows));
     std::string table = results_table(rows, skipped);
     write_text_file(opt.out + "/results.txt", table);
-    std::string note = info.load.substr(0, info.load.find(',')) + ", " +
-                       std::to_string(opt.payload) + "-byte echo; " + info.cpu_model + ", " +
-                       std::to_string(info.cores) + " cores";
-    write_charts(opt.out, note, rows);
+    char load_title[160];
+    std::snprintf(load_title, sizeof load_title, "%s, %zu-byte ECHO, %.1f s per point",
+                  info.load.substr(0, info.load.find(',')).c_str(), opt.payload, opt.duration);
+    std::string note = info.cpu_model + ", " + std::to_string(info.cores) + " cores; " + pin.text +
+                       "; syscalls: " + info.syscalls.substr(0, info.syscalls.find(':'));
+    write_charts(opt.out, load_title, note, rows);
     std::printf("%s", table.c_str());
     std::printf(
         "\nwrote %s/results.json, results.csv, results.txt and req_per_s.svg, p99.svg, "

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "common/stop.hpp"
 #include "harness/clients.hpp"
@@ -16,6 +17,22 @@ ServerProcess start_pinned(const Variant& v, const std::vector<std::string>& ext
     ServerProcess p = ServerProcess::start(v, extra);
     pin_to_load(pin);
     return p;
+}
+
+CountedServer start_counted(const Variant& v, const std::vector<std::string>& extra,
+                            const Pinning& pin) {
+    CountedServer s;
+    // The counters are opened on a thread that does nothing else: fork(2) copies them into the
+    // server, and every count the thread itself adds (the fork, the wait for the listening line,
+    // its exit) comes before the first read of a load point. It runs on the server's CPUs, which
+    // the child inherits, so this thread's own CPU stays the load generator's.
+    std::thread starter([&] {
+        pin_to_server(pin);
+        s.counters = KernelCounters::open_on_this_thread();
+        s.process = ServerProcess::start(v, extra);
+    });
+    starter.join();
+    return s;
 }
 
 std::optional<std::map<std::string, std::string>> ask_stats(const std::string& host, uint16_t port,
@@ -56,7 +73,7 @@ double stat_number(const std::optional<std::map<std::string, std::string>>& kv,
 
 PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
                           long pss_idle_kib, const std::function<bool(double)>& tick,
-                          Histogram* latency) {
+                          Histogram* latency, const KernelCounters* kernel) {
     PointResult r;
     r.variant = variant;
     r.conns = spec.conns;
@@ -66,10 +83,11 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     r.rate = spec.rate;
     r.duration_s = spec.duration_s;
 
-    // The server counts every IO call it makes (TRACE_IO) and reports the total in STATS:
-    // asked before and after, the difference over the requests answered is syscalls/request.
+    // Without the kernel's counters, the server's own: it counts every IO call it makes
+    // (TRACE_IO) and reports the total in STATS, asked before and after the point.
+    bool from_kernel = kernel != nullptr && kernel->ok();
     std::optional<std::map<std::string, std::string>> before;
-    if (spec.mode == Mode::qa) {
+    if (!from_kernel && spec.mode == Mode::qa) {
         before = ask_stats(server.host(), server.port(), std::chrono::seconds(5));
     }
 
@@ -96,11 +114,17 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     };
     gen.start();
     gen.run_until(now_ns() + static_cast<int64_t>(spec.warmup_s * 1e9), keep_going(0));
+    // What ended connections before the window (a cap's refusals at connect time, say) still
+    // belongs to this point's outcomes.
+    TargetStats warm = gen.stats(t);
     gen.reset_stats();
 
     int open_at_start = gen.open_conns(t);
     // Every figure of the server is taken over its process tree (a forking server works in its
     // children; for the others the tree is the process alone).
+    auto k0 = from_kernel ? kernel->read() : std::nullopt;
+    bool counted = k0.has_value();
+    KernelCounters::Counts c0 = k0.value_or(KernelCounters::Counts{});
     double cpu0 = tree_cpu_s(server.pid());
     CtxSwitches ctx0 = tree_ctx_switches(server.pid());
     double client0 = thread_cpu_s();
@@ -111,6 +135,9 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
         gen.run_until(std::min(end, now_ns() + 250000000), keep_going(done));
     }
     int64_t t1 = now_ns();
+    auto k1 = from_kernel ? kernel->read() : std::nullopt;
+    counted = counted && k1.has_value();
+    KernelCounters::Counts c1 = k1.value_or(KernelCounters::Counts{});
     double client1 = thread_cpu_s();
     auto proc1 = read_proc_stats(server.pid());
     int threads1 = tree_threads(server.pid());
@@ -162,20 +189,43 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     r.client_cpu_pct = elapsed > 0 ? 100 * (client1 - client0) / elapsed : 0;
     r.client_bound = r.client_cpu_pct >= 90;
     r.conns_connected = open_at_start;
-    r.errors = s.errors + static_cast<uint64_t>(spec.conns - open_at_start);
-    r.first_error = s.first_error;
+
+    // The outcomes: the window's and grace's, plus the connections that ended before the window.
+    r.answered = s.completed;
+    r.unanswered = s.timeouts;
+    r.refused = warm.refused + s.refused;
+    r.wrong = warm.wrong + s.wrong;
+    r.lost = warm.lost + s.lost;
+    uint64_t gone_before = static_cast<uint64_t>(std::max(spec.conns - open_at_start, 0));
+    uint64_t classified = warm.refused + warm.wrong + warm.lost;
+    if (gone_before > classified) {
+        r.lost += gone_before - classified;
+    }
+    r.errors = r.refused + r.wrong + r.lost + r.unanswered;
     r.not_sent = s.skipped;
+    // The gravest of the two messages: a wrong byte, then a lost connection, then the rest.
+    bool warm_graver = (warm.wrong > 0 && s.wrong == 0) ||
+                       (warm.lost > 0 && s.wrong + s.lost == 0) || s.first_error.empty();
+    r.first_error = warm_graver ? warm.first_error : s.first_error;
     if (r.first_error.empty() && open_at_start < spec.conns) {
         r.first_error = std::to_string(spec.conns - open_at_start) +
-                        " connection(s) lost before "
-                        "the measurement started";
+                        " connection(s) lost before the measurement started";
     }
 
-    if (spec.mode == Mode::qa && before) {
+    if (counted && completed > 0) {
+        r.syscalls_source = "kernel";
+        r.syscalls_per_req =
+            static_cast<double>(c1.syscalls - c0.syscalls) / static_cast<double>(completed);
+        if (c0.uring_completions >= 0 && c1.uring_completions >= 0) {
+            r.uring_ops_per_req = static_cast<double>(c1.uring_completions - c0.uring_completions) /
+                                  static_cast<double>(completed);
+        }
+    } else if (spec.mode == Mode::qa && before) {
         auto after = ask_stats(server.host(), server.port(), std::chrono::seconds(5));
         double calls = stat_number(after, "syscalls") - stat_number(before, "syscalls");
         double reqs = stat_number(after, "requests") - stat_number(before, "requests");
         if (after && stat_number(after, "syscalls") >= 0 && reqs > 0) {
+            r.syscalls_source = "traced";
             r.syscalls_per_req = calls / reqs;
         }
     }

@@ -22,6 +22,17 @@ namespace iolab {
 ServerProcess start_pinned(const Variant& v, const std::vector<std::string>& extra,
                            const Pinning& pin);
 
+// A server with the kernel's counters in it (KernelCounters, harness/procinfo.hpp).
+struct CountedServer {
+    ServerProcess process;
+    KernelCounters counters;  // counters.ok() false: the kernel refused, why() says why
+};
+// Starts `v` as start_pinned does, from a thread of its own that opens the counters first, so
+// that the server and everything it creates inherits them; the thread ends once the server is
+// listening.
+CountedServer start_counted(const Variant& v, const std::vector<std::string>& extra,
+                            const Pinning& pin);
+
 // Sends STATS on a new connection and returns its key=value pairs; nullopt if no reply came
 // within `deadline`.
 std::optional<std::map<std::string, std::string>> ask_stats(const std::string& host, uint16_t port,
@@ -41,10 +52,13 @@ struct PointSpec {
 // Measures one load point against a running server. pss_idle_kib is tree_pss_kib() of the server
 // before any load connection, for rss_per_conn_kib (memory per connection, as PSS). `tick` is
 // called about every 250 ms with the fraction of the point done; it returns false to abandon the
-// point (Ctrl-C). `latency`, if given, receives the latency histogram.
+// point (Ctrl-C). `latency`, if given, receives the latency histogram. `kernel`, if given and
+// open, counts the server's syscalls and io_uring completions over the measured window
+// (syscalls_source "kernel"); otherwise syscalls come from the server's own STATS counter
+// ("traced") and uring_ops_per_req is not measured.
 PointResult measure_point(ServerProcess& server, const std::string& variant, const PointSpec& spec,
                           long pss_idle_kib, const std::function<bool(double)>& tick = {},
-                          Histogram* latency = nullptr);
+                          Histogram* latency = nullptr, const KernelCounters* kernel = nullptr);
 
 // Parses "1,10,100" into numbers; throws std::invalid_argument on anything else.
 std::vector<int> parse_int_list(const std::string& text);

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,10 +17,12 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -188,6 +191,40 @@ TEST(ReplyChecker, BytesNobodyAskedForAreCaught) {
     EXPECT_EQ(d.feed("x\ny"), -1);
 }
 
+TEST(ReplyChecker, SaysWhetherTheDifferenceBeginsAReply) {
+    ReplyChecker c;
+    c.expect("0:1:abc\n");
+    c.expect("0:2:abc\n");
+    // The first reply matches, then a refusal line comes in place of the second: the reply
+    // before it is consumed and the bytes from the start of the second are kept.
+    EXPECT_EQ(c.feed("0:1:abc\nERR server busy\n"), -1);
+    EXPECT_EQ(c.pending(), 1u);
+    EXPECT_TRUE(c.differs_at_reply_start());
+    EXPECT_EQ(c.unexpected(), "ERR server busy\n");
+    // A difference inside a reply is not at its start.
+    ReplyChecker d;
+    d.expect("0:1:abc\n");
+    EXPECT_EQ(d.feed("0:1:aXc\n"), -1);
+    EXPECT_FALSE(d.differs_at_reply_start());
+    EXPECT_EQ(d.unexpected(), "Xc\n");
+    // Bytes when nothing is expected begin a reply nobody asked for.
+    ReplyChecker e;
+    EXPECT_EQ(e.feed("ERR server full\n"), -1);
+    EXPECT_TRUE(e.differs_at_reply_start());
+}
+
+TEST(ReplyChecker, RefusalLinesAreExactlyTheProtocolsTwo) {
+    EXPECT_TRUE(is_refusal("ERR server busy\n"));
+    EXPECT_TRUE(is_refusal("ERR server full\n"));
+    EXPECT_FALSE(is_refusal("ERR server busy"));
+    EXPECT_FALSE(is_refusal("ERR server busy\nPONG\n"));
+    EXPECT_FALSE(is_refusal("ERR idle timeout\n"));
+    EXPECT_TRUE(could_be_refusal("ERR ser"));
+    EXPECT_TRUE(could_be_refusal("ERR server f"));
+    EXPECT_FALSE(could_be_refusal("ERR i"));
+    EXPECT_FALSE(could_be_refusal("ERR server busy\nx"));
+}
+
 TEST(ReplyChecker, LongStreamsAcrossCompaction) {
     ReplyChecker c;
     std::string all;
@@ -294,6 +331,58 @@ private:
     std::thread thread_;
 };
 
+// Turns every client away: sends `line` as soon as it accepts, then closes the way
+// common/conn.hpp's refuse() does (shut down the write side, drain what the client sent, close),
+// or, with keep_open, holds the connection until the server is destroyed.
+class RefusingServer {
+public:
+    explicit RefusingServer(std::string line, bool keep_open = false)
+        : listen_(listen_tcp("127.0.0.1", 0)) {
+        port_ = local_port(listen_.get());
+        thread_ = std::thread([this, line = std::move(line), keep_open] {
+            for (;;) {
+                int fd = ::accept(listen_.get(), nullptr, nullptr);
+                if (fd < 0) {
+                    return;
+                }
+                Fd conn(fd);
+                write_all(conn.get(), line);
+                if (keep_open) {
+                    held_.push_back(std::move(conn));
+                    continue;
+                }
+                ::shutdown(conn.get(), SHUT_WR);
+                set_io_timeouts(conn.get(), 0.2);
+                char buf[4096];
+                while (::recv(conn.get(), buf, sizeof buf, 0) > 0) {
+                }
+            }
+        });
+    }
+    ~RefusingServer() {
+        ::shutdown(listen_.get(), SHUT_RDWR);
+        thread_.join();
+    }
+    uint16_t port() const { return port_; }
+
+private:
+    Fd listen_;
+    uint16_t port_ = 0;
+    std::vector<Fd> held_;
+    std::thread thread_;
+};
+
+// Runs a closed loop of `conns` connections against `port` for 200 ms, with 300 ms of grace.
+TargetStats closed_loop_briefly(uint16_t port, int conns) {
+    LoadGen gen(LoadSpec{});
+    size_t t = gen.add_target("127.0.0.1", port, conns, 0);
+    gen.connect(5s);
+    gen.start();
+    gen.run_until(now_ns() + 200000000);
+    gen.finish(300ms);
+    return gen.stats(t);
+}
+
 }  // namespace
 
 TEST(LoadGen, ClosedLoopCountsCheckedReplies) {
@@ -343,7 +432,48 @@ TEST(LoadGen, ACorruptedByteIsAnError) {
     const TargetStats& s = gen.stats(t);
     EXPECT_EQ(s.completed, 50u);
     EXPECT_EQ(s.errors, 1u);
+    EXPECT_EQ(s.wrong, 1u);
+    EXPECT_EQ(s.refused + s.lost + s.timeouts, 0u);
     EXPECT_NE(s.first_error.find("differs"), std::string::npos) << s.first_error;
+}
+
+TEST(LoadGen, ARefusalLineThenCloseIsRefusedNotWrong) {
+    for (const char* line : {"ERR server busy\n", "ERR server full\n"}) {
+        RefusingServer server(line);
+        TargetStats s = closed_loop_briefly(server.port(), 3);
+        EXPECT_EQ(s.refused, 3u) << line << s.first_error;
+        EXPECT_EQ(s.wrong, 0u) << line << s.first_error;
+        EXPECT_EQ(s.lost, 0u) << line << s.first_error;
+        EXPECT_EQ(s.timeouts, 0u) << line;
+        EXPECT_EQ(s.errors, 3u) << line;
+        EXPECT_EQ(s.completed, 0u) << line;
+        EXPECT_NE(s.first_error.find(std::string(line, 15)), std::string::npos) << s.first_error;
+    }
+}
+
+TEST(LoadGen, ARefusalLineLeftOpenIsStillRefused) {
+    RefusingServer server("ERR server busy\n", true);
+    TargetStats s = closed_loop_briefly(server.port(), 2);
+    EXPECT_EQ(s.refused, 2u) << s.first_error;
+    EXPECT_EQ(s.wrong + s.lost + s.timeouts, 0u) << s.first_error;
+}
+
+TEST(LoadGen, ARefusalLineCutShortOrFollowedByMoreIsWrong) {
+    for (const char* bytes : {"ERR server bu", "ERR server busy\nPONG\n", "ERR idle timeout\n"}) {
+        RefusingServer server(bytes);
+        TargetStats s = closed_loop_briefly(server.port(), 1);
+        EXPECT_EQ(s.wrong, 1u) << bytes << ": " << s.first_error;
+        EXPECT_EQ(s.refused + s.lost + s.timeouts, 0u) << bytes << ": " << s.first_error;
+        EXPECT_NE(s.first_error.find("differs"), std::string::npos) << s.first_error;
+    }
+}
+
+TEST(LoadGen, ACloseBeforeTheReplyIsLost) {
+    RefusingServer server("");
+    TargetStats s = closed_loop_briefly(server.port(), 2);
+    EXPECT_EQ(s.lost, 2u) << s.first_error;
+    EXPECT_EQ(s.refused + s.wrong + s.timeouts, 0u) << s.first_error;
+    EXPECT_EQ(s.errors, 2u);
 }
 
 TEST(LoadGen, OpenLoopChargesAStallToEveryRequestDueDuringIt) {
@@ -390,6 +520,7 @@ TEST(LoadGen, UnansweredRequestsAreTimeouts) {
     const TargetStats& s = gen.stats(t);
     EXPECT_EQ(s.timeouts, 1u);
     EXPECT_EQ(s.errors, 1u);
+    EXPECT_EQ(s.refused + s.wrong + s.lost, 0u) << s.first_error;
     EXPECT_NE(s.first_error.find("unanswered"), std::string::npos) << s.first_error;
 }
 
@@ -403,8 +534,97 @@ TEST(LoadGen, ARefusedConnectionIsAnError) {
     size_t t = gen.add_target("127.0.0.1", port, 3, 0);
     EXPECT_EQ(gen.connect(2s), 0);
     EXPECT_EQ(gen.stats(t).errors, 3u);
+    // Nobody listening is a failed connect (lost), not the protocol's refusal.
+    EXPECT_EQ(gen.stats(t).lost, 3u);
+    EXPECT_EQ(gen.stats(t).refused, 0u);
     EXPECT_NE(gen.stats(t).first_error.find("refused"), std::string::npos)
         << gen.stats(t).first_error;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's counters
+
+TEST(KernelCounters, CountEveryThreadAndProcessCreatedAfterThemAndNothingElse) {
+    // Opened on a thread of their own, which then starts a thread and forks a child (which forks
+    // a grandchild), as iolab's start_counted does for a server. Between the two reads: the
+    // thread makes 1000 calls, the child 2000, the grandchild 500, and this thread (outside the
+    // tree) 5000, which must not be counted.
+    constexpr int kThreadCalls = 1000, kChildCalls = 2000, kGrandchildCalls = 500;
+    KernelCounters counters;
+    std::thread worker;
+    std::mutex m;
+    std::condition_variable cv;
+    bool go = false;
+    int go_pipe[2];
+    ASSERT_EQ(::pipe2(go_pipe, O_CLOEXEC), 0);
+    pid_t child = -1;
+    std::thread starter([&] {
+        counters = KernelCounters::open_on_this_thread();
+        if (!counters.ok()) {
+            return;
+        }
+        worker = std::thread([&] {
+            std::unique_lock<std::mutex> lock(m);
+            cv.wait(lock, [&] { return go; });
+            lock.unlock();
+            for (int i = 0; i < kThreadCalls; ++i) {
+                ::syscall(SYS_getppid);
+            }
+        });
+        child = ::fork();
+        if (child == 0) {
+            // Only async-signal-safe calls after fork in a threaded process.
+            char byte;
+            if (::read(go_pipe[0], &byte, 1) != 1) {
+                ::_exit(1);
+            }
+            for (int i = 0; i < kChildCalls; ++i) {
+                ::syscall(SYS_getppid);
+            }
+            pid_t grandchild = ::fork();
+            if (grandchild == 0) {
+                for (int i = 0; i < kGrandchildCalls; ++i) {
+                    ::syscall(SYS_getppid);
+                }
+                ::_exit(0);
+            }
+            int status = 0;
+            ::waitpid(grandchild, &status, 0);
+            ::_exit(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 2);
+        }
+    });
+    starter.join();
+    if (!counters.ok()) {
+        ::close(go_pipe[0]);
+        ::close(go_pipe[1]);
+        GTEST_SKIP() << "the kernel refuses the tracepoint counters here: " << counters.why();
+    }
+    ASSERT_GT(child, 0);
+    auto k0 = counters.read();
+    ASSERT_TRUE(k0.has_value());
+    {
+        std::lock_guard<std::mutex> lock(m);
+        go = true;
+    }
+    cv.notify_all();
+    ASSERT_EQ(::write(go_pipe[1], "g", 1), 1);
+    for (int i = 0; i < 5000; ++i) {
+        ::syscall(SYS_getppid);
+    }
+    worker.join();
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    auto k1 = counters.read();
+    ASSERT_TRUE(k1.has_value());
+    ::close(go_pipe[0]);
+    ::close(go_pipe[1]);
+    uint64_t counted = k1->syscalls - k0->syscalls;
+    // Beside the getppid calls: the futex the thread wakes from, its exit, the child's read,
+    // fork, wait4 and exits: a few dozen at most.
+    EXPECT_GE(counted, static_cast<uint64_t>(kThreadCalls + kChildCalls + kGrandchildCalls));
+    EXPECT_LE(counted, static_cast<uint64_t>(kThreadCalls + kChildCalls + kGrandchildCalls + 60));
+    EXPECT_EQ(k1->uring_completions, k0->uring_completions);  // nobody used io_uring
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,6 +727,37 @@ TEST(Report, SvgIsWellFormedAndEscaped) {
     EXPECT_NE(bars.find("<rect x="), std::string::npos);
     EXPECT_EQ(xml_problem(svg_chart(spec, {})), "");
     EXPECT_NE(xml_problem("<svg><g></svg>"), "");  // the checker itself can fail
+}
+
+TEST(Report, FamiliesAreSmallMultiplesOnSharedLogAxes) {
+    ChartSpec spec{"CPU per request", "connections", "us per request", true, true, ""};
+    std::vector<Series> series = {{"05_epoll", {{1, 10}, {100, 5}}, "05"},
+                                  {"05_epoll_et", {{1, 12}, {100, 6}}, "05"},
+                                  {"07_aio", {{1, 76}, {100, 300}}, "07"}};
+    std::string svg = svg_chart(spec, series);
+    EXPECT_EQ(xml_problem(svg), "");
+    auto count = [&](const std::string& what) {
+        size_t n = 0;
+        for (size_t at = svg.find(what); at != std::string::npos; at = svg.find(what, at + 1)) {
+            ++n;
+        }
+        return n;
+    };
+    // One panel per family, titled by the variant the others extend.
+    EXPECT_EQ(count("font-weight=\"bold\""), 2u);
+    EXPECT_NE(svg.find("font-weight=\"bold\">05_epoll</text>"), std::string::npos);
+    // Each panel shows the other families' lines in grey: two in 07's, one in 05's.
+    EXPECT_EQ(count("stroke=\"#d8d8d8\""), 3u);
+    // Shared log axis from 5 to 500 with 1-2-5 ticks, so 76 us does not flatten 5 us.
+    EXPECT_NE(svg.find(">500</text>"), std::string::npos);
+    EXPECT_NE(svg.find(">5</text>"), std::string::npos);
+    EXPECT_NE(svg.find(">20</text>"), std::string::npos);
+    EXPECT_EQ(svg.find(">1k</text>"), std::string::npos);
+    // A single load point: bars, coloured by family, on the same log axis.
+    std::vector<Series> one = {{"05_epoll", {{100, 5}}, "05"}, {"07_aio", {{100, 300}}, "07"}};
+    std::string bars = svg_chart(spec, one);
+    EXPECT_EQ(xml_problem(bars), "");
+    EXPECT_NE(bars.find(">500</text>"), std::string::npos);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,19 +964,60 @@ TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
         ASSERT_TRUE(run.count(key)) << key;
         EXPECT_FALSE(run.at(key).is_null()) << key;
     }
+    // Where this machine's kernel lets a test open the tracepoint counters, iolab can too.
+    std::string source = KernelCounters::open_on_this_thread().ok() ? "kernel" : "traced";
+    ASSERT_TRUE(run.count("syscalls"));
+    EXPECT_EQ(std::get<std::string>(run.at("syscalls").v).rfind(source, 0), 0u) << output;
     const JsonArray& rows = doc.obj().at("results").arr();
     ASSERT_EQ(rows.size(), 2u) << output;
     for (const Json& row : rows) {
-        for (const char* key :
-             {"variant", "conns", "payload", "mode", "req_per_s", "p50_us", "p99_us", "p999_us",
-              "server_cpu_us_per_req", "syscalls_per_req", "threads", "rss_kib", "rss_per_conn_kib",
-              "ctx_switches_voluntary", "ctx_switches_involuntary", "client_cpu_pct",
-              "client_bound", "errors"}) {
-            ASSERT_TRUE(row.obj().count(key)) << key;
-            EXPECT_FALSE(row.obj().at(key).is_null()) << key << " in " << output;
+        const JsonObject& f = row.obj();
+        for (const char* key : {"variant",
+                                "conns",
+                                "payload",
+                                "mode",
+                                "req_per_s",
+                                "p50_us",
+                                "p99_us",
+                                "p999_us",
+                                "server_cpu_us_per_req",
+                                "syscalls_per_req",
+                                "syscalls_source",
+                                "threads",
+                                "rss_kib",
+                                "rss_per_conn_kib",
+                                "ctx_switches_voluntary",
+                                "ctx_switches_involuntary",
+                                "client_cpu_pct",
+                                "client_bound",
+                                "answered",
+                                "refused",
+                                "unanswered",
+                                "wrong",
+                                "lost",
+                                "errors"}) {
+            ASSERT_TRUE(f.count(key)) << key;
+            EXPECT_FALSE(f.at(key).is_null()) << key << " in " << output;
         }
-        EXPECT_EQ(std::get<double>(row.obj().at("errors").v), 0) << output;
-        EXPECT_GT(std::get<double>(row.obj().at("req_per_s").v), 100) << output;
+        ASSERT_TRUE(f.count("uring_ops_per_req"));
+        EXPECT_EQ(std::get<std::string>(f.at("syscalls_source").v), source) << output;
+        auto number = [&](const char* key) { return std::get<double>(f.at(key).v); };
+        EXPECT_EQ(number("errors"), 0) << output;
+        EXPECT_EQ(number("refused") + number("unanswered") + number("wrong") + number("lost"),
+                  number("errors"));
+        EXPECT_GE(number("answered"), number("requests")) << output;
+        EXPECT_GT(number("req_per_s"), 100) << output;
+        if (source == "kernel") {
+            // Neither variant uses io_uring; both make a few calls per request (01_blocking:
+            // exactly a recv and a send), never the dozens that counting the load generator or
+            // every process on the machine would add.
+            EXPECT_EQ(number("uring_ops_per_req"), 0) << output;
+            EXPECT_GE(number("syscalls_per_req"), 1.9) << output;
+            EXPECT_LE(number("syscalls_per_req"), 8) << output;
+            if (std::get<std::string>(f.at("variant").v) == "01_blocking") {
+                EXPECT_LE(number("syscalls_per_req"), 2.2) << output;
+            }
+        }
     }
     std::string csv = read_file(dir + "/results.csv");
     EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
