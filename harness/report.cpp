@@ -487,6 +487,15 @@ std::string tick_label(double v) {
     return text;
 }
 
+// A bar's value to three significant digits: 234881 -> "235k", 9437.2 -> "9.44k", 5.283 -> "5.28".
+std::string value_label(double v) {
+    if (v <= 0) {
+        return "0";
+    }
+    double scale = std::pow(10, std::floor(std::log10(v)) - 2);
+    return tick_label(std::round(v / scale) * scale);
+}
+
 // A "nice" step (1, 2 or 5 times a power of ten) giving about `ticks` ticks up to `max`.
 double nice_step(double max, int ticks) {
     double raw = max / ticks;
@@ -566,7 +575,8 @@ Axis value_axis(double min, double max, bool log) {
     Axis a;
     a.log = log;
     if (log) {
-        a.lo = one_two_five(min > 0 ? min : 1, false);
+        // A little below the least value, so that its bar or point is not on the frame.
+        a.lo = one_two_five(min > 0 ? min * 0.9 : 1, false);
         a.hi = one_two_five(max > 0 ? max : 10, true);
         if (a.hi <= a.lo) {
             a.hi = one_two_five(a.lo * 1.01, true);
@@ -574,7 +584,7 @@ Axis value_axis(double min, double max, bool log) {
         bool few = a.hi / a.lo <= 1000;
         for (double v = a.lo; v <= a.hi * 1.001; v = one_two_five(v * 1.01, true)) {
             bool decade = std::fabs(std::log10(v) - std::round(std::log10(v))) < 1e-9;
-            if (few || decade || v == a.lo) {
+            if (few || decade) {
                 a.ticks.push_back(v);
             }
         }
@@ -606,23 +616,33 @@ std::string bar_chart(const ChartSpec& spec, const std::vector<Series>& series) 
     std::map<std::string, size_t> colour = group_colours(series);
     std::vector<Bar> bars;
     double min = 0, max = 0;
+    bool any = false;
     for (size_t i = 0; i < series.size(); ++i) {
         const Series& s = series[i];
         double v = s.points.empty() ? -1 : s.points[0].second;
-        if (v < 0 || (spec.log_y && v <= 0)) {
+        if (v < 0) {
             continue;
         }
-        min = bars.empty() ? v : std::min(min, v);
-        max = bars.empty() ? v : std::max(max, v);
+        // A zero has no place on a log axis: its row shows the name and "0" without a bar.
+        if (v > 0 || !spec.log_y) {
+            min = any ? std::min(min, v) : v;
+            max = any ? std::max(max, v) : v;
+            any = true;
+        }
         bars.push_back({s.name, v, s.group.empty() ? i : colour[s.group]});
     }
     std::sort(bars.begin(), bars.end(),
               [](const Bar& a, const Bar& b) { return a.value > b.value; });
     Axis axis = value_axis(min, max, spec.log_y);
-    const int left = 230, right = 90, top = 60, row = 22;
-    const int w = 900;
+    size_t longest = 0;
+    for (const Bar& b : bars) {
+        longest = std::max(longest, b.name.size());
+    }
+    // About 7 pixels per character of a 12-pixel sans-serif name, right-aligned before the bars.
+    const int left = std::max(230, 16 + 7 * static_cast<int>(longest)), right = 90, top = 60;
+    const int row = 22, plot_w = 580;
+    const int w = left + plot_w + right;
     const int h = top + row * static_cast<int>(std::max<size_t>(bars.size(), 1)) + 50;
-    const int plot_w = w - left - right;
     std::ostringstream o;
     o << header(w, h, spec);
     int axis_y = top + row * static_cast<int>(bars.size()) + 4;
@@ -637,14 +657,14 @@ std::string bar_chart(const ChartSpec& spec, const std::vector<Series>& series) 
       << "\" text-anchor=\"middle\">" << xml_escape(spec.y_label) << "</text>\n";
     for (size_t i = 0; i < bars.size(); ++i) {
         int y = top + row * static_cast<int>(i);
-        double bw = std::max(1.0, plot_w * axis.frac(bars[i].value));
+        double bw = bars[i].value > 0 ? std::max(1.0, plot_w * axis.frac(bars[i].value)) : 0;
         o << "<text x=\"" << left - 8 << "\" y=\"" << y + 15 << "\" text-anchor=\"end\">"
           << xml_escape(bars[i].name) << "</text>\n"
           << "<rect x=\"" << left << "\" y=\"" << y + 3 << "\" width=\"" << fmt(bw)
           << "\" height=\"" << row - 6 << "\" fill=\"" << kPalette[bars[i].colour % kColors]
           << "\"/>\n"
           << "<text x=\"" << fmt(left + bw + 4) << "\" y=\"" << y + 15 << "\">"
-          << tick_label(std::round(bars[i].value * 100) / 100) << "</text>\n";
+          << value_label(bars[i].value) << "</text>\n";
     }
     o << "</svg>\n";
     return o.str();

@@ -16,23 +16,7 @@ namespace iolab {
 
 namespace {
 
-std::vector<Series> series_of(const std::vector<PointResult>& rows,
-                              const std::function<double(const PointResult&)>& y) {
-    std::vector<Series> out;
-    std::map<std::string, size_t> index;
-    for (const PointResult& r : rows) {
-        std::string name = r.variant + (r.shape == "per-request" ? " (new conn per request)" : "");
-        auto [it, fresh] = index.emplace(name, out.size());
-        if (fresh) {
-            // The model's family is its number: 05_epoll and 05_epoll_et share a panel.
-            out.push_back({name, {}, r.variant.substr(0, r.variant.find('_'))});
-        }
-        out[it->second].points.emplace_back(r.conns, y(r));
-    }
-    return out;
-}
-
-// The failures of a point, for the progress line: "  refused 996  WRONG 2", or "".
+// The failures of a point, for the progress line and the bars: "  refused 996  WRONG 2", or "".
 std::string outcome_text(const PointResult& r) {
     std::string text;
     auto add = [&](const char* name, uint64_t n) {
@@ -45,6 +29,28 @@ std::string outcome_text(const PointResult& r) {
     add("lost", r.lost);
     add("WRONG", r.wrong);
     return text;
+}
+
+std::vector<Series> series_of(const std::vector<PointResult>& rows,
+                              const std::function<double(const PointResult&)>& y, bool one_point) {
+    std::vector<Series> out;
+    std::map<std::string, size_t> index;
+    for (const PointResult& r : rows) {
+        std::string name = r.variant + (r.shape == "per-request" ? " (new conn per request)" : "");
+        auto [it, fresh] = index.emplace(name, out.size());
+        if (fresh) {
+            // The model's family is its number: 05_epoll and 05_epoll_et share a panel.
+            out.push_back({name, {}, r.variant.substr(0, r.variant.find('_'))});
+            // A bar for one point says when it stands for part of the clients only: 01's p99
+            // is that of the one connection it serves.
+            std::string failures = outcome_text(r);
+            if (one_point && !failures.empty()) {
+                out.back().name += " (" + failures.substr(2) + ")";
+            }
+        }
+        out[it->second].points.emplace_back(r.conns, y(r));
+    }
+    return out;
 }
 
 // Records in the run how syscalls were counted: by the kernel, or why not.
@@ -80,7 +86,7 @@ void write_charts(const std::string& dir, const std::string& load, const std::st
     auto chart = [&](const std::string& file, const std::string& what, const std::string& y,
                      bool log_y, const std::function<double(const PointResult&)>& get) {
         ChartSpec spec{what + where + ": " + load, "concurrent connections", y, true, log_y, note};
-        write_text_file(dir + "/" + file, svg_chart(spec, series_of(rows, get)));
+        write_text_file(dir + "/" + file, svg_chart(spec, series_of(rows, get, conns.size() == 1)));
     };
     chart("req_per_s.svg", "Requests per second", "requests/s", false,
           [](const PointResult& r) { return r.req_per_s; });
