@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -105,6 +106,86 @@ struct Server {
     bool accept_again = false;  // the last accept pass stopped at EMFILE
     ServerStats stats{"07_aio"};
 };
+
+void on_accept(Server& s);
+void on_completion(Server& s, int fd);
+void check_deadlines(Server& s);
+
+// listing: loop
+int run(Server& s) {
+    s.listen_fd = listen_tcp(s.opt.host, s.opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int lfd = s.listen_fd.get();
+    if (::fcntl(lfd, F_SETOWN, ::getpid()) < 0 || ::fcntl(lfd, F_SETSIG, s.accept_signo) < 0 ||
+        ::fcntl(lfd, F_SETFL, O_NONBLOCK | O_ASYNC) < 0) {
+        throw_errno("fcntl O_ASYNC/F_SETSIG on the listening socket");
+    }
+    s.stats.extra = [&s] {
+        return "aio_inflight=" + std::to_string(s.inflight) +
+               " max_aio=" + std::to_string(s.max_aio);
+    };
+    // Our two signals plus SIGIO, which the kernel sends instead when its queue of real-time
+    // signals is full: then we look at everything.
+    sigset_t wait_set;
+    sigemptyset(&wait_set);
+    sigaddset(&wait_set, s.aio_signo);
+    sigaddset(&wait_set, s.accept_signo);
+    sigaddset(&wait_set, SIGIO);
+    announce_listening(lfd, s.stats.model, s.opt);
+    on_accept(s);  // anyone who connected before O_ASYNC was on
+
+    auto last_tick = Clock::now();
+    while (!stop_requested()) {
+        // SIGTERM is not in the set: its handler interrupts the wait with EINTR. The timeout
+        // bounds the moment between the check above and the call, and drives the deadlines.
+        timespec tick{0, 100'000'000};
+        siginfo_t si;
+        int signo = TRACE_IO("sigtimedwait", -1, ::sigtimedwait(&wait_set, &si, &tick));
+        if (signo == s.aio_signo && si.si_code == SI_ASYNCIO) {
+            on_completion(s, si.si_value.sival_int);
+        } else if (signo == s.accept_signo) {
+            on_accept(s);
+        } else if (signo == SIGIO) {
+            on_accept(s);
+            for (size_t fd = 0; fd < s.conns.size(); ++fd) {
+                on_completion(s, static_cast<int>(fd));
+            }
+        }
+        if (Clock::now() - last_tick >= std::chrono::milliseconds(100)) {
+            last_tick = Clock::now();
+            check_deadlines(s);
+            if (s.accept_again) {
+                on_accept(s);
+            }
+        }
+    }
+
+    // Stop: shut every socket down, which ends every parked read (0) and stuck write (EPIPE),
+    // and wait for the helpers to report. Until a request has reported, its aiocb and buffer are
+    // glibc's: freeing its Conn earlier would let a helper that starts it late read a freed
+    // aiocb and queue whatever signal the garbage names.
+    for (auto& slot : s.conns) {
+        if (slot) {
+            ::shutdown(slot->fd.get(), SHUT_RDWR);
+        }
+    }
+    auto give_up = Clock::now() + std::chrono::milliseconds(2500);  // the contract allows 3 s
+    while (s.inflight > 0 && Clock::now() < give_up) {
+        timespec tick{0, 50'000'000};
+        siginfo_t si;
+        if (::sigtimedwait(&wait_set, &si, &tick) == s.aio_signo) {
+            on_completion(s, si.si_value.sival_int);
+        }
+    }
+    for (auto& slot : s.conns) {
+        if (slot && slot->op != Op::none) {
+            (void)slot.release();  // still glibc's (it never reported): leave it to exit(3)
+        }
+    }
+    return 0;
+}
+// end listing: loop
+
+// ---- the handlers ----
 
 Clock::time_point idle_deadline(const Server& s) {
     if (s.opt.idle_timeout <= 0) {
@@ -273,15 +354,6 @@ void on_completion(Server& s, int fd) {
     }
 }
 
-// A refused connection gets one line. A fresh socket's send buffer is empty, so a non-blocking
-// send of one short line cannot fall short.
-void refuse(Server& s, int conn_fd, std::string_view why) {
-    TRACE_IO("send", conn_fd, ::send(conn_fd, why.data(), why.size(), MSG_DONTWAIT | MSG_NOSIGNAL));
-    ::shutdown(conn_fd, SHUT_WR);
-    ::close(conn_fd);
-    s.stats.refused.fetch_add(1, std::memory_order_relaxed);
-}
-
 void on_accept(Server& s) {
     s.accept_again = false;
     for (;;) {
@@ -296,11 +368,11 @@ void on_accept(Server& s) {
         }
         int conns = static_cast<int>(s.stats.conns.load(std::memory_order_relaxed));
         if (conns >= s.opt.max_conns) {
-            refuse(s, conn_fd, kServerFull);
+            refuse(s.stats, conn_fd, kServerFull);  // one line, then a close that keeps it
             continue;
         }
         if (conns >= s.max_aio) {
-            refuse(s, conn_fd, kServerBusy);  // no helper thread left for its read
+            refuse(s.stats, conn_fd, kServerBusy);  // no helper thread left for its read
             continue;
         }
         s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
@@ -314,6 +386,8 @@ void on_accept(Server& s) {
         next_step(s, *s.conns[conn_fd]);
     }
 }
+
+// ---- the edge cases ----
 
 // Deadlines: a read parked past --idle-timeout, --request-timeout or the drain time is cut with
 // shutdown(2) SHUT_RD, which wakes the helper thread's read(2) with 0. A request a helper thread is
@@ -332,78 +406,6 @@ void check_deadlines(Server& s) {
             ::shutdown(c.fd.get(), SHUT_RD);
         }
     }
-}
-
-int run(Server& s) {
-    s.listen_fd = listen_tcp(s.opt.host, s.opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    int lfd = s.listen_fd.get();
-    if (::fcntl(lfd, F_SETOWN, ::getpid()) < 0 || ::fcntl(lfd, F_SETSIG, s.accept_signo) < 0 ||
-        ::fcntl(lfd, F_SETFL, O_NONBLOCK | O_ASYNC) < 0) {
-        throw_errno("fcntl O_ASYNC/F_SETSIG on the listening socket");
-    }
-    s.stats.extra = [&s] {
-        return "aio_inflight=" + std::to_string(s.inflight) +
-               " max_aio=" + std::to_string(s.max_aio);
-    };
-    // Our two signals plus SIGIO, which the kernel sends instead when its queue of real-time
-    // signals is full: then we look at everything.
-    sigset_t wait_set;
-    sigemptyset(&wait_set);
-    sigaddset(&wait_set, s.aio_signo);
-    sigaddset(&wait_set, s.accept_signo);
-    sigaddset(&wait_set, SIGIO);
-    announce_listening(lfd, s.stats.model, s.opt);
-    on_accept(s);  // anyone who connected before O_ASYNC was on
-
-    auto last_tick = Clock::now();
-    while (!stop_requested()) {
-        // SIGTERM is not in the set: its handler interrupts the wait with EINTR. The timeout
-        // bounds the moment between the check above and the call, and drives the deadlines.
-        timespec tick{0, 100'000'000};
-        siginfo_t si;
-        int signo = TRACE_IO("sigtimedwait", -1, ::sigtimedwait(&wait_set, &si, &tick));
-        if (signo == s.aio_signo && si.si_code == SI_ASYNCIO) {
-            on_completion(s, si.si_value.sival_int);
-        } else if (signo == s.accept_signo) {
-            on_accept(s);
-        } else if (signo == SIGIO) {
-            on_accept(s);
-            for (size_t fd = 0; fd < s.conns.size(); ++fd) {
-                on_completion(s, static_cast<int>(fd));
-            }
-        }
-        if (Clock::now() - last_tick >= std::chrono::milliseconds(100)) {
-            last_tick = Clock::now();
-            check_deadlines(s);
-            if (s.accept_again) {
-                on_accept(s);
-            }
-        }
-    }
-
-    // Stop: shut every socket down, which ends every parked read (0) and stuck write (EPIPE),
-    // and wait for the helpers to report. Until a request has reported, its aiocb and buffer are
-    // glibc's: freeing its Conn earlier would let a helper that starts it late read a freed
-    // aiocb and queue whatever signal the garbage names.
-    for (auto& slot : s.conns) {
-        if (slot) {
-            ::shutdown(slot->fd.get(), SHUT_RDWR);
-        }
-    }
-    auto give_up = Clock::now() + std::chrono::milliseconds(2500);  // the contract allows 3 s
-    while (s.inflight > 0 && Clock::now() < give_up) {
-        timespec tick{0, 50'000'000};
-        siginfo_t si;
-        if (::sigtimedwait(&wait_set, &si, &tick) == s.aio_signo) {
-            on_completion(s, si.si_value.sival_int);
-        }
-    }
-    for (auto& slot : s.conns) {
-        if (slot && slot->op != Op::none) {
-            (void)slot.release();  // still glibc's (it never reported): leave it to exit(3)
-        }
-    }
-    return 0;
 }
 
 }  // namespace
