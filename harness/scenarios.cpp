@@ -105,7 +105,8 @@ std::string random_bytes(size_t n, uint32_t seed) {
 // The caps the registry's traits do not carry, from each model's documented defaults: a
 // serial server holds one client; the pool's --threads 4 workers each hold one connection for
 // its whole life; 07_aio keeps one glibc helper thread per connection, --max-aio 256 at most;
-// 02_thread_per_conn one thread per connection, --max-threads 1000 at most; select(2) sees only
+// 02_process_per_conn a child per connection, --max-procs 256 at most; 02_thread_per_conn one
+// thread per connection, --max-threads 1000 at most; select(2) sees only
 // descriptors below FD_SETSIZE (1024), a few of which the server holds itself.
 int documented_cap(const Variant& v) {
     if (v.has("serial")) {
@@ -114,8 +115,8 @@ int documented_cap(const Variant& v) {
     if (v.name == "02_thread_per_conn_pool") {
         return 4;
     }
-    if (v.name == "07_aio") {
-        return 256;
+    if (v.name == "07_aio" || v.name == "02_process_per_conn") {
+        return 256;  // --max-aio and --max-procs, 256 by default
     }
     if (v.name == "02_thread_per_conn" || v.name == "04_select") {
         return 1000;
