@@ -1,7 +1,8 @@
 // iolab bench VARIANT: one variant in depth. Its CPU while nobody talks to it (a busy-polling
 // model burns a core doing nothing: the lesson of 03), its threads under load (one per
 // connection, or glibc's AIO helpers), and its latency distribution in a closed loop and in an
-// open loop at half the closed loop's peak.
+// open loop at half the closed loop's peak, with the kernel's count of its syscalls and every
+// outcome apart (answered, refused, unanswered, wrong, lost).
 
 #include <unistd.h>
 
@@ -61,6 +62,34 @@ void print_latency(const char* label, const Histogram& h) {
     }
 }
 
+// "2.01 syscalls/request (kernel), 0.00 io_uring ops/request", or the traced count marked so.
+std::string calls_text(const PointResult& r) {
+    if (r.syscalls_per_req < 0) {
+        return "syscalls not measured";
+    }
+    char text[120];
+    std::snprintf(text, sizeof text, "%.2f syscalls/request (%s)", r.syscalls_per_req,
+                  r.syscalls_source == "kernel" ? "kernel" : "traced: the kernel refused");
+    std::string out = text;
+    if (r.uring_ops_per_req >= 0) {
+        std::snprintf(text, sizeof text, ", %.2f io_uring ops/request", r.uring_ops_per_req);
+        out += text;
+    }
+    return out;
+}
+
+// The outcomes apart: a refusal is the model's documented limit, a wrong byte is a bug.
+void print_outcomes(const PointResult& r) {
+    std::printf(
+        "  %-12s answered %llu   refused %llu   no reply %llu   wrong %llu   lost %llu%s%s\n",
+        "outcomes", (unsigned long long)r.answered, (unsigned long long)r.refused,
+        (unsigned long long)r.unanswered, (unsigned long long)r.wrong, (unsigned long long)r.lost,
+        r.wrong > 0    ? "   BUG: "
+        : r.errors > 0 ? "   "
+                       : "",
+        r.errors > 0 ? r.first_error.substr(0, 100).c_str() : "");
+}
+
 }  // namespace
 
 int run_bench(const BenchOptions& opt, const std::string& command_line) {
@@ -83,11 +112,15 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     info.pinning = pin.text;
     info.load = "bench: idle 1 s; closed loop; open loop at half the closed-loop peak";
 
-    ServerProcess server =
-        start_pinned(*v,
-                     {"--max-conns", std::to_string(std::max(1000, opt.conns + 16)), "--max-line",
-                      std::to_string(std::max<size_t>(4096, opt.payload + 16))},
-                     pin);
+    // The kernel's counters go in before the server starts, so that they count every call of
+    // every thread and child it will have (KernelCounters in harness/procinfo.hpp).
+    CountedServer counted =
+        start_counted(*v,
+                      {"--max-conns", std::to_string(std::max(1000, opt.conns + 16)), "--max-line",
+                       std::to_string(std::max<size_t>(4096, opt.payload + 16))},
+                      pin);
+    ServerProcess& server = counted.process;
+    record_counters(info, counted.counters, "iolab bench");
     if (!server.running()) {
         bool unavailable = server.state() == ServerProcess::State::cannot_run;
         std::printf("%s: %s: %s\n", v->name.c_str(), unavailable ? "unavailable here" : "FAILED",
@@ -126,13 +159,15 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     spec.duration_s = opt.duration;
     spec.warmup_s = 0.3;
     Histogram closed_lat;
-    PointResult closed = measure_point(server, v->name, spec, idle_pss, sample, &closed_lat);
+    PointResult closed =
+        measure_point(server, v->name, spec, idle_pss, sample, &closed_lat, &counted.counters);
     std::printf(
-        "closed loop: %d conns, %.0f req/s, %.2f us server CPU/request, %.2f "
-        "syscalls/request, threads %d (max %d), RSS %ld KiB, errors %llu%s\n",
-        closed.conns, closed.req_per_s, closed.server_cpu_us_per_req, closed.syscalls_per_req,
+        "closed loop: %d conns, %.0f req/s, %.2f us server CPU/request, %s, threads %d (max "
+        "%d), RSS %ld KiB%s\n",
+        closed.conns, closed.req_per_s, closed.server_cpu_us_per_req, calls_text(closed).c_str(),
         closed.threads, std::max(max_threads, closed.threads), closed.rss_kib,
-        (unsigned long long)closed.errors, closed.client_bound ? " (client-bound)" : "");
+        closed.client_bound ? " (client-bound)" : "");
+    print_outcomes(closed);
     print_latency("closed loop", closed_lat);
 
     std::vector<PointResult> rows = {closed};
@@ -140,12 +175,14 @@ int run_bench(const BenchOptions& opt, const std::string& command_line) {
     if (!stop_requested() && server.alive()) {
         spec.rate = opt.rate > 0 ? opt.rate : std::max(100.0, std::floor(closed.req_per_s / 2));
         max_threads = 0;
-        PointResult open = measure_point(server, v->name, spec, idle_pss, sample, &open_lat);
+        PointResult open =
+            measure_point(server, v->name, spec, idle_pss, sample, &open_lat, &counted.counters);
         std::printf(
-            "open loop:   %.0f req/s asked, %.0f served, %.2f us server CPU/request, "
-            "threads %d (max %d), errors %llu\n",
-            open.rate, open.req_per_s, open.server_cpu_us_per_req, open.threads,
-            std::max(max_threads, open.threads), (unsigned long long)open.errors);
+            "open loop:   %.0f req/s asked, %.0f served, %.2f us server CPU/request, %s, "
+            "threads %d (max %d)\n",
+            open.rate, open.req_per_s, open.server_cpu_us_per_req, calls_text(open).c_str(),
+            open.threads, std::max(max_threads, open.threads));
+        print_outcomes(open);
         print_latency("open loop", open_lat);
         rows.push_back(open);
     }

@@ -30,11 +30,21 @@ struct BenchOptions {
 int run_bench(const BenchOptions& opt, const std::string& command_line);
 
 struct ScaleOptions {
-    std::string variant;
+    std::string variant;  // the variant (or, with --idle, a comma-separated list)
     std::string conns = "100,1000,2000,5000,10000";
     double rate = 2000;
     double duration = 1.0;
     std::string out = "results";
+    // The idle sweep (iolab scale --idle): `active` closed-loop connections measured while each
+    // count of idle connections in `idle` is held, every variant in `models` (and `variant`)
+    // at every point, interleaved.
+    bool idle_sweep = false;
+    std::string idle = "0,1000,5000,10000";
+    std::string models;
+    int active = 100;
+    size_t payload = 64;
+    double warmup = 0.3;
+    int rounds = 1;
 };
 int run_scale(const ScaleOptions& opt, const std::string& command_line);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -33,6 +34,21 @@ CountedServer start_counted(const Variant& v, const std::vector<std::string>& ex
     });
     starter.join();
     return s;
+}
+
+void record_counters(RunInfo& info, const KernelCounters& counters, const std::string& command) {
+    std::string how =
+        counters.ok()
+            ? "kernel: perf_event_open counters on raw_syscalls:sys_enter and "
+              "io_uring:io_uring_complete, inherited by every thread and process of each server"
+            : "traced (the servers' own STATS syscalls=): the kernel refused: " + counters.why();
+    if (info.syscalls.find(how) != std::string::npos) {
+        return;
+    }
+    info.syscalls += (info.syscalls.empty() ? "" : "; ") + how;
+    if (!counters.ok()) {
+        std::fprintf(stderr, "%s: syscalls %s\n", command.c_str(), how.c_str());
+    }
 }
 
 std::optional<std::map<std::string, std::string>> ask_stats(const std::string& host, uint16_t port,
@@ -232,7 +248,7 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
     return r;
 }
 
-std::vector<int> parse_int_list(const std::string& text) {
+std::vector<int> parse_int_list(const std::string& text, const std::string& option, int least) {
     std::vector<int> out;
     std::stringstream in(text);
     std::string word;
@@ -244,13 +260,14 @@ std::vector<int> parse_int_list(const std::string& text) {
         } catch (const std::exception&) {
             used = 0;
         }
-        if (used != word.size() || v <= 0) {
-            throw std::invalid_argument("--conns: not a positive number: " + word);
+        if (used != word.size() || v < least) {
+            throw std::invalid_argument(option + ": not a number of at least " +
+                                        std::to_string(least) + ": " + word);
         }
         out.push_back(v);
     }
     if (out.empty()) {
-        throw std::invalid_argument("empty list");
+        throw std::invalid_argument(option + ": empty list");
     }
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());

@@ -33,6 +33,10 @@ struct CountedServer {
 CountedServer start_counted(const Variant& v, const std::vector<std::string>& extra,
                             const Pinning& pin);
 
+// Records in info.syscalls how a run's syscalls were counted (by the kernel, or traced and why
+// the kernel refused), once per distinct way; says the refusal on stderr, after `command`.
+void record_counters(RunInfo& info, const KernelCounters& counters, const std::string& command);
+
 // Sends STATS on a new connection and returns its key=value pairs; nullopt if no reply came
 // within `deadline`.
 std::optional<std::map<std::string, std::string>> ask_stats(const std::string& host, uint16_t port,
@@ -60,8 +64,10 @@ PointResult measure_point(ServerProcess& server, const std::string& variant, con
                           long pss_idle_kib, const std::function<bool(double)>& tick = {},
                           Histogram* latency = nullptr, const KernelCounters* kernel = nullptr);
 
-// Parses "1,10,100" into numbers; throws std::invalid_argument on anything else.
-std::vector<int> parse_int_list(const std::string& text);
+// Parses "1,10,100" into numbers, sorted and without repeats; throws std::invalid_argument,
+// naming `option`, on anything else or a number below `least`.
+std::vector<int> parse_int_list(const std::string& text, const std::string& option = "--conns",
+                                int least = 1);
 
 // The registry entries named in `list` (comma-separated; an entry matches a variant's exact name,
 // or every variant whose name starts with it, e.g. "05" or "05_epoll"); all of them if `list` is

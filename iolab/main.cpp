@@ -4,6 +4,7 @@
 //   iolab compare [options]         every variant under identical load: table, JSON, CSV, charts
 //   iolab bench VARIANT             one variant in depth: idle CPU, threads, latency distribution
 //   iolab scale VARIANT             100 .. 10,000 connections: memory per connection, p99, refusals
+//   iolab scale VARIANTS --idle     100 active connections beside 0 .. 10,000 idle: CPU, syscalls
 //   iolab demo [--stall]            every server on its default port, a live table for the class
 //
 // docs/measuring.md explains how each figure is measured and what it costs.
@@ -94,16 +95,58 @@ int main(int argc, char** argv) {
 
     ScaleOptions scale;
     CLI::App* scale_cmd = app.add_subcommand(
-        "scale", "Sweep 100 .. 10,000 connections: memory per connection, p99, refusals");
-    scale_cmd->add_option("variant", scale.variant, "Variant name (see iolab list)")->required();
-    scale_cmd->add_option("--conns", scale.conns, "Connection counts")->capture_default_str();
-    scale_cmd->add_option("--rate", scale.rate, "Open-loop requests/s spread over all connections")
+        "scale",
+        "Sweep 100 .. 10,000 connections: memory per connection, p99, refusals; or, with --idle, "
+        "what idle connections cost the requests of 100 active ones");
+    scale_cmd->add_option("variant", scale.variant,
+                          "Variant name (see iolab list); with --idle, names or prefixes, "
+                          "comma-separated");
+    CLI::Option* idle_opt =
+        scale_cmd
+            ->add_option("--idle", scale.idle,
+                         "Idle sweep: hold each of these counts of idle connections in turn while "
+                         "--active connections run a closed loop (alone: 0,1000,5000,10000)")
+            ->expected(0, 1);
+    scale_cmd
+        ->add_option("--models", scale.models,
+                     "Idle sweep: more variants, comma-separated names or prefixes; they take "
+                     "turns at every point")
+        ->needs(idle_opt);
+    scale_cmd->add_option("--active", scale.active, "Idle sweep: closed-loop connections measured")
         ->capture_default_str()
-        ->check(CLI::Range(1.0, 10000000.0));
-    scale_cmd->add_option("--duration", scale.duration, "Seconds of load per point")
+        ->check(CLI::Range(1, 5000))
+        ->needs(idle_opt);
+    scale_cmd->add_option("--payload", scale.payload, "Idle sweep: bytes of ECHO text per request")
+        ->capture_default_str()
+        ->check(CLI::Range(size_t{0}, size_t{60000}))
+        ->needs(idle_opt);
+    scale_cmd
+        ->add_option("--warmup", scale.warmup, "Idle sweep: seconds of load before each window")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 60.0))
+        ->needs(idle_opt);
+    scale_cmd
+        ->add_option("--rounds", scale.rounds,
+                     "Idle sweep: measure every point this many times, interleaved; report the "
+                     "median")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 50))
+        ->needs(idle_opt);
+    scale_cmd->add_option("--conns", scale.conns, "Memory sweep: connection counts")
+        ->capture_default_str()
+        ->excludes(idle_opt);
+    scale_cmd
+        ->add_option("--rate", scale.rate,
+                     "Memory sweep: open-loop requests/s spread over all connections")
+        ->capture_default_str()
+        ->check(CLI::Range(1.0, 10000000.0))
+        ->excludes(idle_opt);
+    scale_cmd->add_option("--duration", scale.duration, "Seconds of load measured per point")
         ->capture_default_str()
         ->check(CLI::Range(0.1, 600.0));
-    scale_cmd->add_option("--out", scale.out, "Directory for scale-VARIANT.json and .svg")
+    scale_cmd
+        ->add_option("--out", scale.out,
+                     "Directory for scale-VARIANT.json, .csv, .svg (idle sweep: scale-idle.*)")
         ->capture_default_str();
 
     DemoOptions demo;
@@ -145,6 +188,10 @@ int main(int argc, char** argv) {
             return run_bench(bench, command_line);
         }
         if (app.got_subcommand(scale_cmd)) {
+            scale.idle_sweep = idle_opt->count() > 0;
+            if (scale.idle_sweep && scale.idle.empty()) {
+                scale.idle = ScaleOptions{}.idle;
+            }
             return run_scale(scale, command_line);
         }
         if (app.got_subcommand(demo_cmd)) {

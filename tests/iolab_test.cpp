@@ -1083,3 +1083,75 @@ TEST(IolabList, OneLinePerVariantWithItsCommand) {
     }
     EXPECT_EQ(n, all.size());
 }
+
+// The JSON is read with nlohmann-json, as the harness writes it.
+#include <nlohmann/json.hpp>
+
+// iolab scale --idle: a small sweep writes every point, says why a capped variant has no figures
+// where its cap is below the point's connections, and draws the growth chart.
+TEST(IolabScale, IdleSweepWritesEveryPointTheMissingOnesWhyAndTheChart) {
+    std::vector<Variant> all = registry(IOLAB_BIN_DIR);
+    for (const char* want : {"05_epoll", "07_aio"}) {
+        auto it = std::find_if(all.begin(), all.end(), [&](const Variant& v) {
+            return v.name == want && ::access(v.binary.c_str(), X_OK) == 0;
+        });
+        ASSERT_NE(it, all.end()) << want << " is always configured: not built?";
+    }
+    char tmpl[] = "/tmp/iolab_scale_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string dir = tmpl;
+    std::string iolab = std::string(IOLAB_BIN_DIR) + "/iolab";
+    // 07_aio holds --max-aio 256 connections: 100 active fit, 100 active and 200 idle do not.
+    int code = run_child({iolab, "scale", "05_epoll", "--models", "07_aio", "--idle", "0,200",
+                          "--duration", "0.5", "--warmup", "0.1", "--out", dir},
+                         dir + "/output.txt", 90s);
+    std::string output = read_file(dir + "/output.txt");
+    ASSERT_EQ(code, 0) << output;
+
+    nlohmann::json doc;
+    ASSERT_NO_THROW(doc = nlohmann::json::parse(read_file(dir + "/scale-idle.json"))) << output;
+    const nlohmann::json& sweep = doc.at("idle_sweep");
+    EXPECT_EQ(sweep.at("active").get<int>(), 100);
+    const nlohmann::json& points = sweep.at("points");
+    ASSERT_EQ(points.size(), 4u) << output;
+    std::string source = KernelCounters::open_on_this_thread().ok() ? "kernel" : "traced";
+    int measured = 0;
+    for (const nlohmann::json& p : points) {
+        std::string variant = p.at("variant").get<std::string>();
+        int idle = p.at("idle").get<int>();
+        SCOPED_TRACE(variant + " idle " + std::to_string(idle) + "\n" + output);
+        if (variant == "07_aio" && idle == 200) {
+            EXPECT_FALSE(p.at("measured").get<bool>());
+            EXPECT_NE(p.at("missing").get<std::string>().find("--max-aio 256"), std::string::npos);
+            EXPECT_TRUE(p.at("server_cpu_us_per_req").is_null());
+            continue;
+        }
+        ++measured;
+        ASSERT_TRUE(p.at("measured").get<bool>());
+        EXPECT_EQ(p.at("idle_held").get<int>(), idle);
+        EXPECT_GT(p.at("server_cpu_us_per_req").get<double>(), 0);
+        EXPECT_GT(p.at("p99_us").get<double>(), 0);
+        EXPECT_GT(p.at("answered").get<double>(), 100);
+        EXPECT_EQ(p.at("errors").get<double>(), 0);
+        EXPECT_EQ(p.at("syscalls_source").get<std::string>(), source);
+        if (variant == "05_epoll" && source == "kernel") {
+            // A recv and a send per request, and an epoll_wait for several: the idle
+            // connections, which say nothing, add no call.
+            EXPECT_GE(p.at("syscalls_per_req").get<double>(), 1.5);
+            EXPECT_LE(p.at("syscalls_per_req").get<double>(), 4);
+        }
+    }
+    EXPECT_EQ(measured, 3);
+    EXPECT_EQ(doc.at("results").size(), 3u);
+
+    std::string csv = read_file(dir + "/scale-idle.csv");
+    EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5) << csv;
+    std::string svg = read_file(dir + "/scale-idle.svg");
+    ASSERT_FALSE(svg.empty());
+    EXPECT_EQ(xml_problem(svg), "");
+    EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+    EXPECT_NE(svg.find("100 active"), std::string::npos);  // the title says the load
+    EXPECT_NE(svg.find("07_aio: no figures at 200 idle (--max-aio 256"), std::string::npos);
+    std::string cleanup = "rm -rf '" + dir + "'";
+    EXPECT_EQ(std::system(cleanup.c_str()), 0);
+}
