@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev
-          libevent-dev libasio-dev libboost-dev netcat-openbsd clang-format git)
+          libevent-dev libasio-dev nlohmann-json3-dev netcat-openbsd clang-format git)
 
 missing=()
 for p in "${packages[@]}"; do
