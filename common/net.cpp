@@ -18,24 +18,24 @@ void throw_errno(const std::string& what) {
     throw std::system_error(errno, std::generic_category(), what);
 }
 
-namespace {
-
-// Fills `ss` from a numeric address; returns its length, or 0 if `host` is not a literal.
-socklen_t make_address(const std::string& host, uint16_t port, sockaddr_storage& ss) {
-    std::memset(&ss, 0, sizeof ss);
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+SocketAddress parse_address(const std::string& host, uint16_t port, const std::string& what) {
+    SocketAddress a;
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
     if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons(port);
-        return sizeof(sockaddr_in);
+        a.len = sizeof(sockaddr_in);
+        return a;
     }
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
     if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons(port);
-        return sizeof(sockaddr_in6);
+        a.len = sizeof(sockaddr_in6);
+        return a;
     }
-    return 0;
+    throw std::system_error(EINVAL, std::generic_category(),
+                            what + ": '" + host + "' is not a numeric IPv4 or IPv6 address");
 }
 
 std::string host_port(const std::string& host, uint16_t port) {
@@ -45,16 +45,9 @@ std::string host_port(const std::string& host, uint16_t port) {
     return host + ":" + std::to_string(port);
 }
 
-}  // namespace
-
 Fd listen_tcp(const std::string& host, uint16_t port, int flags, bool reuse_port) {
-    sockaddr_storage ss;
-    socklen_t len = make_address(host, port, ss);
-    if (len == 0) {
-        throw std::system_error(EINVAL, std::generic_category(),
-                                "listen: '" + host + "' is not a numeric IPv4 or IPv6 address");
-    }
-    Fd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0));
+    SocketAddress addr = parse_address(host, port, "listen");
+    Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | flags, 0));
     if (!fd) {
         throw_errno("socket");
     }
@@ -66,7 +59,7 @@ Fd listen_tcp(const std::string& host, uint16_t port, int flags, bool reuse_port
     if (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
         throw_errno("setsockopt SO_REUSEPORT");
     }
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+    if (::bind(fd.get(), addr.get(), addr.len) < 0) {
         throw_errno("bind " + host_port(host, port));
     }
     if (::listen(fd.get(), SOMAXCONN) < 0) {
@@ -76,19 +69,14 @@ Fd listen_tcp(const std::string& host, uint16_t port, int flags, bool reuse_port
 }
 
 Fd connect_tcp(const std::string& host, uint16_t port) {
-    sockaddr_storage ss;
-    socklen_t len = make_address(host, port, ss);
-    if (len == 0) {
-        throw std::system_error(EINVAL, std::generic_category(),
-                                "connect: '" + host + "' is not a numeric IPv4 or IPv6 address");
-    }
-    Fd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    SocketAddress addr = parse_address(host, port, "connect");
+    Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) {
         throw_errno("socket");
     }
     int rc;
     do {
-        rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
+        rc = ::connect(fd.get(), addr.get(), addr.len);
     } while (rc < 0 && errno == EINTR);
     if (rc < 0) {
         throw_errno("connect " + host_port(host, port));

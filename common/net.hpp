@@ -18,6 +18,21 @@ namespace iolab {
 // Throws std::system_error(errno, what).
 [[noreturn]] void throw_errno(const std::string& what);
 
+// A numeric IPv4 or IPv6 address and a port, in the form bind(2) and connect(2) take: a
+// sockaddr_in or sockaddr_in6 in `storage`, `len` its size. Every socket iolab opens is addressed
+// through parse_address, the servers' listen and the harness's clients alike.
+struct SocketAddress {
+    sockaddr_storage storage{};
+    socklen_t len = 0;
+    int family() const { return storage.ss_family; }
+    const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+// Parses an IPv4 ("127.0.0.1") or IPv6 ("::1") literal; no name lookup. Throws
+// std::system_error(EINVAL) "WHAT: 'HOST' is not a numeric IPv4 or IPv6 address" otherwise.
+SocketAddress parse_address(const std::string& host, uint16_t port, const std::string& what);
+// "127.0.0.1:9005", or "[::1]:9005" for IPv6: the host and port as error messages name them.
+std::string host_port(const std::string& host, uint16_t port);
+
 // socket + SO_REUSEADDR + bind + listen(SOMAXCONN) on an IPv4 or IPv6 literal address.
 // `flags` go to socket(2) (e.g. SOCK_NONBLOCK). `reuse_port` sets SO_REUSEPORT too.
 Fd listen_tcp(const std::string& host, uint16_t port, int flags = 0, bool reuse_port = false);

@@ -1,6 +1,7 @@
 // Unit tests for common/: the line parser, the QA request handler, Fd, the socket helpers.
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -265,6 +266,43 @@ TEST(Net, SetupFailuresNameWhatWasAttempted) {
         EXPECT_EQ(e.code().value(), EADDRINUSE);
     }
     EXPECT_THROW(listen_tcp("not-an-address", 0), std::system_error);
+}
+
+TEST(Net, OneAddressParserForIpv4AndIpv6) {
+    SocketAddress v4 = parse_address("127.0.0.2", 9005, "connect");
+    EXPECT_EQ(v4.family(), AF_INET);
+    EXPECT_EQ(v4.len, sizeof(sockaddr_in));
+    EXPECT_EQ(format_address(v4.get()), "127.0.0.2:9005");
+    SocketAddress v6 = parse_address("::1", 9005, "connect");
+    EXPECT_EQ(v6.family(), AF_INET6);
+    EXPECT_EQ(v6.len, sizeof(sockaddr_in6));
+    EXPECT_EQ(format_address(v6.get()), "[::1]:9005");
+    EXPECT_EQ(host_port("10.0.0.1", 80), "10.0.0.1:80");
+    EXPECT_EQ(host_port("::1", 80), "[::1]:80");
+    // The error names what was attempted and the host it was given, never another one.
+    for (const char* bad : {"localhost", "10.0.0.256", "", "::1:"}) {
+        try {
+            parse_address(bad, 1, "load target");
+            FAIL() << "'" << bad << "' should not parse";
+        } catch (const std::system_error& e) {
+            EXPECT_EQ(e.code().value(), EINVAL);
+            std::string what = e.what();
+            EXPECT_EQ(what.rfind("load target: '" + std::string(bad) + "'", 0), 0u) << what;
+            EXPECT_EQ(what.find("127.0.0.1"), std::string::npos) << what;
+        }
+    }
+}
+
+TEST(Net, ListenAndConnectOverIpv6Loopback) {
+    Fd l;
+    try {
+        l = listen_tcp("::1", 0);
+    } catch (const std::system_error& e) {
+        GTEST_SKIP() << "no IPv6 loopback here: " << e.what();
+    }
+    uint16_t port = local_port(l.get());
+    Fd c = connect_tcp("::1", port);
+    EXPECT_EQ(peer_address(c.get()), "[::1]:" + std::to_string(port));
 }
 
 }  // namespace
