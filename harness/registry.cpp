@@ -39,10 +39,13 @@ bool Variant::has(const std::string& trait) const {
     return std::find(traits.begin(), traits.end(), trait) != traits.end();
 }
 
-std::vector<Variant> registry(const std::string& bin_dir) {
+std::vector<Variant> registry(const std::string& bin_dir, Rows rows) {
     std::vector<Variant> out;
     for (const Row& r : kRows) {
-        out.push_back({r.name, bin_dir + "/" + r.binary, split(r.args, ' '), split(r.traits, ',')});
+        Variant v{r.name, bin_dir + "/" + r.binary, split(r.args, ' '), split(r.traits, ',')};
+        if (rows == Rows::with_yardsticks || !v.has("yardstick")) {
+            out.push_back(std::move(v));
+        }
     }
     std::sort(out.begin(), out.end(),
               [](const Variant& a, const Variant& b) { return a.name < b.name; });

@@ -16,8 +16,13 @@ struct Variant {
     bool has(const std::string& trait) const;
 };
 
+// Which rows registry() returns. The yardsticks (bench/: minimal echo servers on the libraries
+// some variants use, trait yardstick) are measures for `iolab compare`, not lab servers: they
+// speak echo only, so the suites, `iolab list` and every caller that does not ask leave them out.
+enum class Rows { lab, with_yardsticks };
+
 // Every registered variant; binaries are looked up in `bin_dir`.
-std::vector<Variant> registry(const std::string& bin_dir);
+std::vector<Variant> registry(const std::string& bin_dir, Rows rows = Rows::lab);
 
 // What GoogleTest prints for a Variant parameter (found by argument-dependent lookup): its name.
 void PrintTo(const Variant& v, std::ostream* os);
