@@ -39,7 +39,7 @@
 
 #include "common/fd.hpp"
 #include "common/options.hpp"
-#include "harness/report.hpp"
+#include "harness/histogram.hpp"
 
 namespace iolab {
 

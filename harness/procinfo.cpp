@@ -20,6 +20,80 @@
 
 namespace iolab {
 
+namespace {
+
+// The value of a "KEY: value" line if `line` is one for `key`: /proc/PID/status writes
+// "Threads:\t4", /proc/cpuinfo "model name\t: ...", smaps_rollup "Pss:   1234 kB".
+std::optional<std::string_view> value_of(std::string_view line, std::string_view key) {
+    if (line.substr(0, key.size()) != key) {
+        return std::nullopt;
+    }
+    size_t at = line.find_first_not_of(" \t", key.size());
+    if (at == std::string_view::npos || line[at] != ':') {
+        return std::nullopt;
+    }
+    at = line.find_first_not_of(" \t", at + 1);
+    return at == std::string_view::npos ? std::string_view{} : line.substr(at);
+}
+
+}  // namespace
+
+std::optional<std::string> proc_text(const std::string& path, std::string_view key) {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (auto value = value_of(line, key)) {
+            return std::string(*value);
+        }
+    }
+    return std::nullopt;
+}
+
+std::vector<long> proc_numbers(const std::string& path,
+                               std::initializer_list<std::string_view> keys) {
+    std::ifstream in(path);
+    if (!in) {
+        return {};
+    }
+    std::vector<long> out(keys.size(), -1);
+    std::string line;
+    size_t found = 0;
+    while (found < keys.size() && std::getline(in, line)) {
+        size_t i = 0;
+        for (std::string_view key : keys) {
+            auto value = value_of(line, key);
+            if (value && out[i] < 0) {
+                out[i] = std::atol(std::string(*value).c_str());
+                ++found;
+            }
+            ++i;
+        }
+    }
+    return out;
+}
+
+std::vector<long long> proc_stat(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    if (!std::getline(stat, text)) {
+        return {};
+    }
+    // The command name is in parentheses and may itself hold spaces and parentheses: the fields
+    // resume after the last ')'.
+    size_t close = text.rfind(')');
+    if (close == std::string::npos) {
+        return {};
+    }
+    std::vector<long long> fields(4, 0);  // [0] unused; 1 to 3: pid, name, state
+    std::istringstream rest(text.substr(close + 2));
+    std::string word;
+    rest >> word;  // the state letter
+    while (rest >> word) {
+        fields.push_back(std::atoll(word.c_str()));
+    }
+    return fields;
+}
+
 double process_cpu_s(pid_t pid) {
     clockid_t clock;
     timespec ts;
@@ -40,14 +114,12 @@ CtxSwitches process_ctx_switches(pid_t pid) {
         if (e->d_name[0] == '.') {
             continue;
         }
-        std::ifstream status(dir + "/" + e->d_name + "/status");
-        std::string line;
-        while (std::getline(status, line)) {
-            if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
-                total.voluntary += std::atol(line.c_str() + 24);
-            } else if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
-                total.involuntary += std::atol(line.c_str() + 27);
-            }
+        std::vector<long> n =
+            proc_numbers(dir + "/" + e->d_name + "/status",
+                         {"voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"});
+        if (n.size() == 2) {
+            total.voluntary += std::max(n[0], 0L);
+            total.involuntary += std::max(n[1], 0L);
         }
     }
     ::closedir(d);
@@ -92,20 +164,10 @@ double tree_cpu_s(pid_t pid) {
         if (i > 0) {
             total += std::max(0.0, process_cpu_s(tree[i]));
         }
-        std::ifstream stat("/proc/" + std::to_string(tree[i]) + "/stat");
-        std::string text;
-        std::getline(stat, text);
-        size_t close = text.rfind(')');
-        if (close == std::string::npos) {
-            continue;
-        }
-        std::istringstream rest(text.substr(close + 2));
-        std::string word;
-        // After the name: field 3 (state) ... cutime is field 16, cstime 17.
-        for (int field = 3; rest >> word && field <= 17; ++field) {
-            if (field == 16 || field == 17) {
-                total += static_cast<double>(std::atoll(word.c_str())) / tick;
-            }
+        // A process's reaped children: cutime (field 16) and cstime (17), in clock ticks.
+        std::vector<long long> stat = proc_stat(tree[i]);
+        if (stat.size() > 17) {
+            total += static_cast<double>(stat[16] + stat[17]) / tick;
         }
     }
     return total;
@@ -124,13 +186,8 @@ CtxSwitches tree_ctx_switches(pid_t pid) {
 int tree_threads(pid_t pid) {
     int total = 0;
     for (pid_t p : process_tree(pid)) {
-        std::ifstream status("/proc/" + std::to_string(p) + "/status");
-        std::string line;
-        while (std::getline(status, line)) {
-            if (line.rfind("Threads:", 0) == 0) {
-                total += std::atoi(line.c_str() + 8);
-            }
-        }
+        std::vector<long> n = proc_numbers("/proc/" + std::to_string(p) + "/status", {"Threads"});
+        total += n.empty() ? 0 : static_cast<int>(std::max(n[0], 0L));
     }
     return total;
 }
@@ -138,13 +195,8 @@ int tree_threads(pid_t pid) {
 long tree_pss_kib(pid_t pid) {
     long total = 0;
     for (pid_t p : process_tree(pid)) {
-        std::ifstream rollup("/proc/" + std::to_string(p) + "/smaps_rollup");
-        std::string line;
-        while (std::getline(rollup, line)) {
-            if (line.rfind("Pss:", 0) == 0) {
-                total += std::atol(line.c_str() + 4);
-            }
-        }
+        std::vector<long> n = proc_numbers("/proc/" + std::to_string(p) + "/smaps_rollup", {"Pss"});
+        total += n.empty() ? 0 : std::max(n[0], 0L);
     }
     return total;
 }

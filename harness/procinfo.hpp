@@ -1,5 +1,6 @@
-// More of what the kernel knows about a server process, beyond read_proc_stats(): CPU time to the
-// nanosecond for the whole process, context switches summed over every thread, and CPU pinning.
+// What the kernel knows about a server process, read from /proc in one place: CPU time to the
+// nanosecond for the whole process, context switches summed over every thread, its process tree,
+// memory, and the kernel's own syscall counters; and CPU pinning.
 #pragma once
 
 #include <sched.h>
@@ -7,13 +8,30 @@
 
 #include <cstdint>
 
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/fd.hpp"
 
 namespace iolab {
+
+// The two shapes of /proc text every reading here goes through.
+//
+// "KEY: value" lines (/proc/PID/status, smaps_rollup, /proc/cpuinfo's "model name\t: ..."): the
+// value of the first line that starts with `key`, spaces, tabs and the colon trimmed; nullopt if
+// the file cannot be read or has no such line.
+std::optional<std::string> proc_text(const std::string& path, std::string_view key);
+// The leading numbers of several keys' values, read in one pass ("VmRSS:   3876 kB" -> 3876), in
+// the order of `keys`; -1 for a key the file does not have. Empty if the file cannot be read.
+std::vector<long> proc_numbers(const std::string& path,
+                               std::initializer_list<std::string_view> keys);
+// /proc/PID/stat, numbered as in proc(5): stat[14] is utime, stat[20] num_threads, stat[24] rss.
+// Fields 1 to 3 (pid, the command name in parentheses, which may hold spaces, and the state
+// letter) read as 0, and so does [0]. Empty if the process is gone.
+std::vector<long long> proc_stat(pid_t pid);
 
 // User + system CPU time of every thread of `pid`, dead threads included, in seconds, from the
 // process's CPU-time clock (clock_getcpuclockid). /proc/PID/stat counts in 10 ms ticks, too coarse

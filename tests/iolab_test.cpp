@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -27,16 +28,18 @@
 #include <sstream>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "common/net.hpp"
 #include "harness/loadgen.hpp"
 #include "harness/procinfo.hpp"
 #include "harness/registry.hpp"
-#include "harness/report.hpp"
+#include "harness/histogram.hpp"
+#include "harness/results.hpp"
+#include "harness/svg.hpp"
 
 using namespace iolab;
 using namespace std::chrono_literals;
@@ -760,135 +763,239 @@ TEST(Report, FamiliesAreSmallMultiplesOnSharedLogAxes) {
     EXPECT_NE(bars.find(">500</text>"), std::string::npos);
 }
 
-// ---------------------------------------------------------------------------------------------
-// A small JSON reader, to check that results.json parses and every field is filled.
-
 namespace {
 
-struct Json;
-using JsonObject = std::map<std::string, Json>;
-using JsonArray = std::vector<Json>;
-struct Json {
-    std::variant<std::nullptr_t, bool, double, std::string, JsonArray, JsonObject> v;
-    bool is_null() const { return std::holds_alternative<std::nullptr_t>(v); }
-    const JsonObject& obj() const { return std::get<JsonObject>(v); }
-    const JsonArray& arr() const { return std::get<JsonArray>(v); }
-};
+// Two rows that between them have every kind of value: a kernel-counted persistent point, and
+// a per-request open-loop point with traced syscalls, failures and values that were not
+// measured.
+std::vector<PointResult> two_rows() {
+    PointResult a;
+    a.variant = "05_epoll";
+    a.conns = 100;
+    a.payload = 64;
+    a.mode = "closed";
+    a.duration_s = 1;
+    a.requests = 29204;
+    a.req_per_s = 29204.4;
+    a.p50_us = 3408.26;
+    a.p99_us = 8913;
+    a.p999_us = 11101;
+    a.max_us = 12000;
+    a.server_cpu_us_per_req = 6.754;
+    a.syscalls_per_req = 2.034;
+    a.syscalls_source = "kernel";
+    a.uring_ops_per_req = 0;
+    a.threads = 1;
+    a.rss_kib = 3920;
+    a.pss_kib = 1200;
+    a.rss_per_conn_kib = 0.22;
+    a.client_cpu_pct = 20.04;
+    a.answered = 29333;
+    a.conns_connected = 100;
+    PointResult b = a;
+    b.variant = "02_thread_per_conn_pool";
+    b.mode = "open";
+    b.rate = 40000;
+    b.shape = "per-request";
+    b.p50_us = -1;
+    b.syscalls_per_req = 0.5;
+    b.syscalls_source = "traced";
+    b.uring_ops_per_req = -1;
+    b.refused = 996;
+    b.wrong = 1;
+    b.errors = 997;
+    b.accepts_per_s = 5000.4;
+    b.time_wait = 88;
+    b.client_bound = true;
+    b.client_cpu_pct = 95;
+    b.first_error = "reply byte 0 differs: \"q\", then \xff\x01";
+    return {a, b};
+}
 
-class JsonParser {
-public:
-    explicit JsonParser(const std::string& s) : s_(s) {}
-    Json parse() {
-        Json j = value();
-        ws();
-        if (i_ != s_.size()) {
-            throw std::runtime_error("trailing text at " + std::to_string(i_));
+std::vector<std::string> split(const std::string& line, char sep) {
+    std::vector<std::string> out(1);
+    for (char ch : line) {
+        if (ch == sep) {
+            out.emplace_back();
+        } else {
+            out.back() += ch;
         }
-        return j;
     }
+    return out;
+}
 
-private:
-    void ws() {
-        while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) {
-            ++i_;
+}  // namespace
+
+TEST(Report, JsonAndCsvHaveTheSameFieldsInTheSameOrder) {
+    std::vector<PointResult> rows = two_rows();
+    RunInfo info;
+    info.command = "iolab compare";
+    std::string text = results_json(info, rows, {{"07_aio", true, "77"}});
+    nlohmann::ordered_json doc = nlohmann::ordered_json::parse(text);
+    ASSERT_EQ(doc.at("results").size(), 2u);
+    EXPECT_TRUE(doc.at("run").at("syscalls").is_null());
+    EXPECT_EQ(doc.at("skipped")[0].at("status"), "unavailable");
+    std::vector<std::string> lines = split(results_csv(rows), '\n');
+    ASSERT_EQ(lines.size(), 4u);  // the header, two rows, and the empty rest after the last \n
+    std::vector<std::string> header = split(lines[0], ',');
+    // The columns scripts read by position: the first ones and the last one never move.
+    ASSERT_GE(header.size(), 37u);
+    EXPECT_EQ(std::vector<std::string>(header.begin(), header.begin() + 5),
+              (std::vector<std::string>{"variant", "conns", "payload", "mode", "rate"}));
+    EXPECT_EQ(header.back(), "first_error");
+    std::vector<std::string> keys;
+    for (const auto& [key, value] : doc.at("results")[0].items()) {
+        keys.push_back(key);
+    }
+    EXPECT_EQ(keys, header);
+
+    // Row 0's CSV cells and JSON values agree field by field (no field in row 0 holds a comma).
+    const nlohmann::ordered_json& first = doc.at("results")[0];
+    std::vector<std::string> cells = split(lines[1], ',');
+    ASSERT_EQ(cells.size(), header.size());
+    for (size_t i = 0; i < header.size(); ++i) {
+        const nlohmann::ordered_json& v = first.at(header[i]);
+        if (v.is_string()) {
+            EXPECT_EQ(cells[i], v.get<std::string>()) << header[i];
+        } else if (v.is_boolean()) {
+            EXPECT_EQ(cells[i], v.get<bool>() ? "true" : "false") << header[i];
+        } else if (v.is_null() || (header[i] == "time_wait" && v.get<long>() == -1)) {
+            EXPECT_EQ(cells[i], "") << header[i];
+        } else {
+            EXPECT_DOUBLE_EQ(std::stod(cells[i]), v.get<double>()) << header[i];
         }
     }
-    void expect(char c) {
-        ws();
-        if (i_ >= s_.size() || s_[i_] != c) {
-            throw std::runtime_error(std::string("expected ") + c + " at " + std::to_string(i_));
-        }
-        ++i_;
+    EXPECT_EQ(first.at("p50_us").get<double>(), 3408.3);
+    EXPECT_EQ(first.at("server_cpu_us_per_req").get<double>(), 6.75);
+    EXPECT_EQ(first.at("req_per_s").get<long>(), 29204);
+
+    // Not measured: null in JSON, empty in CSV; time_wait and pss_kib keep their -1 in JSON.
+    const nlohmann::ordered_json& second = doc.at("results")[1];
+    EXPECT_TRUE(second.at("p50_us").is_null());
+    EXPECT_TRUE(second.at("uring_ops_per_req").is_null());
+    EXPECT_EQ(first.at("time_wait").get<long>(), -1);
+    EXPECT_EQ(second.at("time_wait").get<long>(), 88);
+    EXPECT_EQ(second.at("syscalls_source"), "traced");
+    // A server's bytes that are not UTF-8 still leave a file that parses.
+    EXPECT_NE(second.at("first_error").get<std::string>().find("\"q\""), std::string::npos);
+    EXPECT_NE(lines[2].find(",\"reply byte 0 differs: \"\"q\"\", then "), std::string::npos)
+        << lines[2];
+}
+
+TEST(Report, TheTableShowsTheOutcomesApartAndThePerRequestColumnsOnlyWhenUsed) {
+    std::vector<PointResult> rows = two_rows();
+    std::string one = results_table({rows[0]}, {});
+    std::string head = one.substr(0, one.find('\n'));
+    EXPECT_EQ(head.find("TIME_WAIT"), std::string::npos) << head;
+    for (const char* column : {"variant", "conns", "mode", "req/s", "p50", "p99", "p99.9",
+                               "cpu/req", "sys/req", "uring/req", "threads", "rss KiB", "KiB/conn",
+                               "client %", "answered", "refused", "no reply", "WRONG", "lost"}) {
+        EXPECT_NE(head.find(column), std::string::npos) << column;
     }
-    std::string string() {
-        expect('"');
-        std::string out;
-        while (i_ < s_.size() && s_[i_] != '"') {
-            if (s_[i_] == '\\') {
-                ++i_;
-                char e = s_[i_];
-                if (e == 'u') {
-                    out += '?';
-                    i_ += 4;
-                } else {
-                    out += e == 'n' ? '\n' : e == 't' ? '\t' : e;
-                }
-            } else if (static_cast<unsigned char>(s_[i_]) < 0x20) {
-                throw std::runtime_error("control character in string");
-            } else {
-                out += s_[i_];
-            }
-            ++i_;
-        }
-        expect('"');
-        return out;
+    EXPECT_LT(head.find("sys/req"), head.find("uring/req"));
+    EXPECT_LT(head.find("client %"), head.find("answered"));
+
+    std::string both = results_table(rows, {{"07_aio", false, "died"}});
+    std::vector<std::string> lines = split(both, '\n');
+    EXPECT_NE(lines[0].find("accepts/s  TIME_WAIT"), std::string::npos) << lines[0];
+    EXPECT_EQ(lines[1].rfind("05_epoll ", 0), 0u) << lines[1];
+    // The second row: its mode, the traced mark, the client-bound mark, a wrong byte as a BUG.
+    for (const char* cell : {"open@40000 new-conn", "0.50t", "95!", "1 BUG", "996", "88"}) {
+        EXPECT_NE(lines[2].find(cell), std::string::npos) << cell << " in " << lines[2];
     }
-    Json value() {
-        ws();
-        if (i_ >= s_.size()) {
-            throw std::runtime_error("unexpected end");
-        }
-        char c = s_[i_];
-        if (c == '{') {
-            ++i_;
-            JsonObject o;
-            ws();
-            if (s_[i_] == '}') {
-                ++i_;
-                return {o};
-            }
-            for (;;) {
-                std::string k = string();
-                expect(':');
-                o[k] = value();
-                ws();
-                if (s_[i_] == ',') {
-                    ++i_;
-                    continue;
-                }
-                expect('}');
-                return {o};
-            }
-        }
-        if (c == '[') {
-            ++i_;
-            JsonArray a;
-            ws();
-            if (s_[i_] == ']') {
-                ++i_;
-                return {a};
-            }
-            for (;;) {
-                a.push_back(value());
-                ws();
-                if (s_[i_] == ',') {
-                    ++i_;
-                    continue;
-                }
-                expect(']');
-                return {a};
-            }
-        }
-        if (c == '"') {
-            return {string()};
-        }
-        for (const char* word : {"true", "false", "null"}) {
-            if (s_.compare(i_, std::strlen(word), word) == 0) {
-                i_ += std::strlen(word);
-                if (word[0] == 'n') {
-                    return {nullptr};
-                }
-                return {word[0] == 't'};
-            }
-        }
-        size_t used = 0;
-        double d = std::stod(s_.substr(i_, 40), &used);
-        i_ += used;
-        return {d};
+    EXPECT_NE(both.find("  BUG 02_thread_per_conn_pool at 100 conns: reply byte 0 differs"),
+              std::string::npos)
+        << both;
+    EXPECT_NE(both.find("07_aio: FAILED: died"), std::string::npos) << both;
+    // Every line of the table is as wide as its header: numbers right-aligned under it.
+    EXPECT_EQ(lines[1].size(), lines[0].size());
+    EXPECT_EQ(lines[2].size(), lines[0].size());
+}
+
+TEST(Report, ExtraMembersJoinTheTopLevelObject) {
+    std::string text =
+        results_json({}, {}, {}, "\"idle\": {\"cpu_pct\": 0.25}, \"exit_status\": 0");
+    nlohmann::json doc = nlohmann::json::parse(text);
+    EXPECT_EQ(doc.at("idle").at("cpu_pct").get<double>(), 0.25);
+    EXPECT_EQ(doc.at("exit_status").get<int>(), 0);
+    EXPECT_THROW(results_json({}, {}, {}, "\"idle\": {"), std::invalid_argument);
+}
+
+TEST(Report, WriteTextFileCreatesTheDirectories) {
+    char tmpl[] = "/tmp/iolab_write_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string path = std::string(tmpl) + "/a/b/c.txt";
+    write_text_file(path, "x\n");
+    std::ifstream in(path);
+    std::string line;
+    EXPECT_TRUE(std::getline(in, line));
+    EXPECT_EQ(line, "x");
+    // A file where a directory must go: the error names what was attempted.
+    try {
+        write_text_file(path + "/d.txt", "y");
+        ADD_FAILURE() << "a file is not a directory";
+    } catch (const std::system_error& e) {
+        EXPECT_NE(std::string(e.what()).find("mkdir"), std::string::npos) << e.what();
     }
-    const std::string& s_;
-    size_t i_ = 0;
-};
+    std::filesystem::remove_all(tmpl);
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+TEST(ProcInfo, KeyValueLinesAndStatFields) {
+    std::vector<long> n = proc_numbers("/proc/self/status", {"Threads", "VmRSS", "NoSuchKey"});
+    ASSERT_EQ(n.size(), 3u);
+    EXPECT_GE(n[0], 1);
+    EXPECT_GT(n[1], 0);
+    EXPECT_EQ(n[2], -1);
+    EXPECT_TRUE(proc_numbers("/proc/self/no-such-file", {"Threads"}).empty());
+    EXPECT_TRUE(proc_text("/proc/cpuinfo", "processor").has_value());
+
+    std::vector<long long> stat = proc_stat(::getpid());
+    ASSERT_GT(stat.size(), 24u);
+    EXPECT_EQ(stat[1], 0);      // the pid, the name and the state are not numbers
+    EXPECT_EQ(stat[20], n[0]);  // num_threads
+    EXPECT_GT(stat[24], 0);     // rss, in pages
+    EXPECT_TRUE(proc_stat(-1).empty());
+}
+
+TEST(ProcInfo, ContextSwitchesAreSummedOverEveryThread) {
+    // A second thread sleeps 200 times, each sleep a voluntary switch of that thread alone:
+    // /proc/PID/status (the main thread's own counts) does not see them, the sum over
+    // /proc/PID/task/*/status does, while the thread lives.
+    CtxSwitches before = process_ctx_switches(::getpid());
+    long main_before = proc_numbers("/proc/self/status", {"voluntary_ctxt_switches"}).at(0);
+    std::atomic<int> slept{0};
+    std::atomic<bool> done{false};
+    std::thread sleeper([&] {
+        for (; slept < 200; ++slept) {
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        while (!done) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    });
+    while (slept < 200) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CtxSwitches during = process_ctx_switches(::getpid());
+    long main_during = proc_numbers("/proc/self/status", {"voluntary_ctxt_switches"}).at(0);
+    done = true;
+    sleeper.join();
+    long all = during.voluntary - before.voluntary;
+    EXPECT_GE(all, 200);
+    EXPECT_LT(main_during - main_before, all);
+    // "voluntary_ctxt_switches" is not read from the "nonvoluntary_ctxt_switches" line.
+    std::vector<long> both = proc_numbers(
+        "/proc/self/status", {"nonvoluntary_ctxt_switches", "voluntary_ctxt_switches"});
+    EXPECT_GE(both.at(1), main_during);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The built `iolab`, run as a user runs it
+
+namespace {
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
@@ -957,21 +1064,20 @@ TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
     ASSERT_EQ(code, 0) << output;
     EXPECT_NE(output.find(names[0]), std::string::npos) << output;  // the table
 
-    Json doc;
-    ASSERT_NO_THROW(doc = JsonParser(read_file(dir + "/results.json")).parse());
-    const JsonObject& run = doc.obj().at("run").obj();
+    nlohmann::json doc;
+    ASSERT_NO_THROW(doc = nlohmann::json::parse(read_file(dir + "/results.json")));
+    const nlohmann::json& run = doc.at("run");
     for (const char* key : {"kernel", "cpu_model", "cores", "io_uring", "pinning"}) {
-        ASSERT_TRUE(run.count(key)) << key;
+        ASSERT_TRUE(run.contains(key)) << key;
         EXPECT_FALSE(run.at(key).is_null()) << key;
     }
     // Where this machine's kernel lets a test open the tracepoint counters, iolab can too.
     std::string source = KernelCounters::open_on_this_thread().ok() ? "kernel" : "traced";
-    ASSERT_TRUE(run.count("syscalls"));
-    EXPECT_EQ(std::get<std::string>(run.at("syscalls").v).rfind(source, 0), 0u) << output;
-    const JsonArray& rows = doc.obj().at("results").arr();
+    ASSERT_TRUE(run.contains("syscalls"));
+    EXPECT_EQ(run.at("syscalls").get<std::string>().rfind(source, 0), 0u) << output;
+    const nlohmann::json& rows = doc.at("results");
     ASSERT_EQ(rows.size(), 2u) << output;
-    for (const Json& row : rows) {
-        const JsonObject& f = row.obj();
+    for (const nlohmann::json& f : rows) {
         for (const char* key : {"variant",
                                 "conns",
                                 "payload",
@@ -996,12 +1102,12 @@ TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
                                 "wrong",
                                 "lost",
                                 "errors"}) {
-            ASSERT_TRUE(f.count(key)) << key;
+            ASSERT_TRUE(f.contains(key)) << key;
             EXPECT_FALSE(f.at(key).is_null()) << key << " in " << output;
         }
-        ASSERT_TRUE(f.count("uring_ops_per_req"));
-        EXPECT_EQ(std::get<std::string>(f.at("syscalls_source").v), source) << output;
-        auto number = [&](const char* key) { return std::get<double>(f.at(key).v); };
+        ASSERT_TRUE(f.contains("uring_ops_per_req"));
+        EXPECT_EQ(f.at("syscalls_source").get<std::string>(), source) << output;
+        auto number = [&](const char* key) { return f.at(key).get<double>(); };
         EXPECT_EQ(number("errors"), 0) << output;
         EXPECT_EQ(number("refused") + number("unanswered") + number("wrong") + number("lost"),
                   number("errors"));
@@ -1014,7 +1120,7 @@ TEST(IolabCompare, TinyRunWritesEveryFieldAndValidSvg) {
             EXPECT_EQ(number("uring_ops_per_req"), 0) << output;
             EXPECT_GE(number("syscalls_per_req"), 1.9) << output;
             EXPECT_LE(number("syscalls_per_req"), 8) << output;
-            if (std::get<std::string>(f.at("variant").v) == "01_blocking") {
+            if (f.at("variant").get<std::string>() == "01_blocking") {
                 EXPECT_LE(number("syscalls_per_req"), 2.2) << output;
             }
         }
@@ -1042,18 +1148,18 @@ TEST(IolabCompare, ConnectPerRequestReportsBothShapes) {
     std::string output = read_file(dir + "/output.txt");
     ASSERT_EQ(code, 0) << output;
     EXPECT_NE(output.find("TIME_WAIT"), std::string::npos) << output;
-    Json doc;
-    ASSERT_NO_THROW(doc = JsonParser(read_file(dir + "/results.json")).parse());
-    const JsonArray& rows = doc.obj().at("results").arr();
+    nlohmann::json doc;
+    ASSERT_NO_THROW(doc = nlohmann::json::parse(read_file(dir + "/results.json")));
+    const nlohmann::json& rows = doc.at("results");
     ASSERT_EQ(rows.size(), 2u) << output;
-    EXPECT_EQ(std::get<std::string>(rows[0].obj().at("shape").v), "persistent");
-    EXPECT_EQ(std::get<std::string>(rows[1].obj().at("shape").v), "per-request");
-    for (const Json& row : rows) {
-        EXPECT_EQ(std::get<double>(row.obj().at("errors").v), 0) << output;
+    EXPECT_EQ(rows[0].at("shape").get<std::string>(), "persistent");
+    EXPECT_EQ(rows[1].at("shape").get<std::string>(), "per-request");
+    for (const nlohmann::json& row : rows) {
+        EXPECT_EQ(row.at("errors").get<double>(), 0) << output;
     }
-    const JsonObject& fresh = rows[1].obj();
-    EXPECT_GT(std::get<double>(fresh.at("accepts_per_s").v), 50) << output;
-    EXPECT_GT(std::get<double>(fresh.at("time_wait").v), 10) << output;
+    const nlohmann::json& fresh = rows[1];
+    EXPECT_GT(fresh.at("accepts_per_s").get<double>(), 50) << output;
+    EXPECT_GT(fresh.at("time_wait").get<double>(), 10) << output;
     std::string cleanup = "rm -rf '" + dir + "'";
     EXPECT_EQ(std::system(cleanup.c_str()), 0);
 }
