@@ -1,20 +1,29 @@
-// 09_proactor_epoll: a proactor emulated on epoll, following the seed's six steps.
+// 09_proactor_epoll: the Proactor pattern emulated on epoll, with a pool of worker threads.
 //
-// Where the kernel offers no asynchronous socket IO (or we do not use it), a program can still
-// give its handlers the proactor's promise, "your data is already in the buffer", by doing the
-// copy itself in one thread and running the handlers in others. This is how Boost.Asio works on
-// Linux: an epoll reactor inside, a completion interface outside. The six steps:
-//   1. the main thread registers EPOLLIN for each socket (epoll_ctl);
-//   2. it waits in epoll_wait;
-//   3. when a socket is readable it reads until EAGAIN, cuts the bytes into request lines and
-//      queues them as one job: this is the "asynchronous read", done by us instead of the kernel;
-//   4. a worker thread (--workers N, default 4) takes the job and runs the completion handler
-//      on it; then it puts the replies on the completion queue and writes an eventfd, asking the
-//      main thread to wait for write readiness;
-//   5. the main thread, woken by the eventfd, adds EPOLLOUT for that socket and waits again;
-//   6. when the socket is writable the main thread writes the replies.
+// Where the kernel does no asynchronous socket IO for us, a program can still give its completion
+// handlers the proactor's promise, "your data is already in the buffer": one thread waits for
+// readiness and does the copy, and the handlers run in other threads on bytes already read. This
+// is how Boost.Asio works on Linux: an epoll reactor inside, a completion interface outside. The
+// seed's six steps, and the parts of the pattern that carry them (server.cpp, the true proactor on
+// io_uring, has the same parts under the same names):
+//   1. the initiator, initiate_next, asks epoll for EPOLLIN on the socket (epoll_ctl);
+//   2. the completion dispatcher, the main thread's loop, waits in epoll_wait;
+//   3. when the socket is readable, on_readable does the asynchronous operation in the kernel's
+//      place: recv until EAGAIN, cut the bytes into request lines, and post them as one Job on
+//      the request queue (post_job);
+//   4. a worker thread (--workers N, default 4) takes the job and runs the completion handler,
+//      on_recv_done, on lines that are already read; it posts the replies on the completion
+//      queue and writes an eventfd, asking the main thread to wait for write readiness;
+//   5. the main thread, woken by the eventfd (on_replies), adds EPOLLOUT (initiate_next again)
+//      and waits;
+//   6. when the socket is writable, on_writable sends the replies.
 // The main thread never runs a request, so `WORK 2000` occupies one worker and nobody else.
 // A connection has at most one job out at a time, so its replies keep request order.
+//
+// Threads: the main thread alone touches the connections, the epoll set and the timers; a worker
+// sees only its Job and the counters (atomics). The two queues and the stop flag are under
+// Server::mu. A worker writes the eventfd only when the completion queue was empty, so a burst of
+// completions costs the main thread one wakeup.
 //
 // Compared with a true proactor (server.cpp): the copy still costs this process a recv(2) per
 // readiness event, in the main thread, and every request crosses two queues and two threads.
@@ -22,12 +31,16 @@
 // first, as the seed describes, which costs one more epoll_wait round per reply.
 //
 // Limits: the workers are a fixed pool; more WORK requests than workers queue up. Backpressure:
-// a connection is not read while its unanswered requests or unsent replies pass 256 KiB.
+// a connection is not read while its unanswered requests and unsent replies pass kHighWater
+// (256 KiB). That bound is also its read budget: step 3 reads until EAGAIN, as the seed's main
+// thread does, but never more than that before the next connection's turn.
 //
 // Run it:    ./build/bin/09_proactor_epoll_server --workers 4   (listens on 127.0.0.1:9009)
 // Watch:     strace -f -e trace=epoll_wait,epoll_ctl,recvfrom,sendto,read,write ./build/bin/...
 //            shows the main thread's recv and epoll_ctl(EPOLLOUT), and the workers' eventfd
 //            writes; --trace prints the same with timings; STATS shows threads=5.
+//
+// The layout, the names and the policies are the same in every model: docs/listings.md.
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -39,13 +52,17 @@
 #include <csignal>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -53,411 +70,488 @@
 #include "common/trace.hpp"
 
 using namespace iolab;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr size_t kHighWater = 256 * 1024;
-constexpr auto kDrain = std::chrono::milliseconds(1000);
-constexpr int kTickMs = 100;
-enum : uint64_t { kListenId, kStopId, kEventId, kFirstConnId };
+constexpr int kMaxEvents = 256;  // ready sockets taken per epoll_wait
+
+// What epoll and the queues call each descriptor: the three registered once, and for a
+// connection its conn_fd with a serial number above it. A job can come back after its connection
+// closed and a new one took the same descriptor; the serial tells the two apart.
+enum : uint64_t { kListenKey, kStopKey, kDoorbellKey };
+uint64_t conn_key(int conn_fd, uint64_t serial) {
+    return (serial << 32) | static_cast<uint32_t>(conn_fd);
+}
 
 struct Conn {
-    Conn(uint64_t i, Fd f, size_t max_line) : id(i), fd(std::move(f)), in(max_line) {}
-    uint64_t id;
+    Conn(int conn_fd, uint64_t k, size_t max_line) : fd(conn_fd), key(k), in(max_line) {}
     Fd fd;
+    uint64_t key;  // conn_key(conn_fd, serial)
     LineParser in;
-    std::string queued;               // complete request lines read, waiting for the worker
-    std::string out;                  // replies back from a worker, not yet written
-    std::string spare_in, spare_out;  // buffers back from the last job, reused for the next
-    uint32_t events = 0;              // the interest set epoll has for this socket now
-    bool job_out = false;             // a worker has this connection's job
-    bool peer_closed = false, close_after_send = false;
-    bool too_long = false, shut_after_send = false, draining = false, idle_warned = false;
-    Clock::time_point last_active = Clock::now(), drain_deadline;
-    // --request-timeout: when the unfinished request line in `in` began; unset while none is.
-    std::optional<Clock::time_point> request_since;
+    std::string queued;  // complete request lines read (echo: the bytes), not yet with a worker
+    std::string out;     // replies back from the workers; the first out_sent are already sent
+    size_t out_sent = 0;
+    uint32_t events = 0;     // the interest set epoll holds for this socket now
+    bool job_out = false;    // a worker has this connection's job: one at a time
+    bool peer_done = false;  // recv returned 0: the client has shut down its write side
+    bool closing = false;    // QUIT, over-long line, a timeout: send what is owed, then linger
+    bool wr_shut = false;    // shutdown(SHUT_WR) done
+    std::string spare_in, spare_out;       // the last job's buffers, reused by the next one
+    std::optional<std::string> last_line;  // start_closing's line, until the job out is back
+    TimerList<Conn>::Entry idle_timer{this};
+    TimerList<Conn>::Entry request_timer{this};
+    TimerList<Conn>::Entry linger_timer{this};
+    size_t pending() const { return out.size() - out_sent; }
 };
 
-// The request queue (main -> workers) and the completion queue (workers -> main).
-// Buffers travel with the jobs and come back with the completions, so that a busy connection
-// keeps reusing the same few allocations.
+// The request queue carries Jobs to the workers, the completion queue Dones back. The buffers
+// travel with them and come home, so a busy connection keeps reusing the same few allocations.
 struct Job {
-    uint64_t id;
-    std::string bytes;  // request lines, or raw bytes in echo mode
+    uint64_t key;
+    std::string lines;  // complete request lines, or raw bytes in echo mode
     std::string reply;  // an empty buffer for the replies
 };
 struct Done {
-    uint64_t id;
+    uint64_t key;
     std::string reply;
-    std::string spare;  // the job's bytes buffer, going home
+    std::string spare;  // the job's lines buffer, going home
     bool quit = false;
 };
 
-ServerOptions opt = server_defaults(9);
-ServerStats stats("09_proactor_epoll");
-Fd epfd, listen_fd, event_fd;
-std::unordered_map<uint64_t, Conn> conns;
-uint64_t next_id = kFirstConnId;
-Clock::time_point accept_paused_until;
-std::mutex mu;
-std::condition_variable jobs_cv;
-std::deque<Job> jobs;
-std::vector<Done> done;
-bool stopping = false;
-int draining_conns = 0;  // connections past an over-long line: the tick must run for them
+struct Server {
+    explicit Server(const ServerOptions& o)
+        : opt(o),
+          idle_timers(o.idle_limit()),
+          request_timers(o.mode == Mode::qa ? o.request_limit() : Clock::duration::zero()),
+          linger_timers(kLinger) {}
+    ~Server();  // stops and joins the workers first: they use the queues and the doorbell
+    const ServerOptions& opt;
+    ServerStats stats{"09_proactor_epoll"};  // atomics: the workers count requests too
+    Fd listen_fd;
+    Fd epfd;           // the epoll instance: interest list, ready list
+    Fd doorbell;       // an eventfd: a worker writes it when the completion queue has something
+    SpareFd spare_fd;  // given up for a moment at EMFILE
+    // The main thread's alone:
+    std::vector<std::unique_ptr<Conn>> conns;  // indexed by conn_fd
+    uint64_t serial = 0;                       // of the last connection accepted
+    TimerList<Conn> idle_timers, request_timers, linger_timers;
+    Clock::time_point now;    // when the current epoll_wait returned
+    std::vector<Done> batch;  // the completions on_replies is handling
+    char buf[65536];          // one read buffer for the whole loop
+    // Shared with the workers, under mu:
+    std::mutex mu;
+    std::condition_variable jobs_ready;
+    std::deque<Job> jobs;    // the request queue
+    std::vector<Done> done;  // the completion queue
+    bool stopping = false;
+    std::vector<std::thread> workers;
+};
 
-// Step 4, in a worker: the completion handler runs on bytes the main thread already read.
-void worker() {
-    for (;;) {
-        Job job;
-        {
-            std::unique_lock lock(mu);
-            jobs_cv.wait(lock, [] { return stopping || !jobs.empty(); });
-            if (stopping) {
-                return;
+void on_accept(Server& s);
+bool on_readable(Server& s, Conn& c);
+void post_job(Server& s, Conn& c);
+void worker(Server& s);
+std::optional<Done> on_recv_done(Server& s, Job& job);
+void on_replies(Server& s);
+bool on_writable(Server& s, Conn& c);
+bool initiate_next(Server& s, Conn& c);
+Conn* find_conn(Server& s, uint64_t key);
+void start_closing(Server& s, Conn& c, std::string_view last_line);
+void close_conn(Server& s, Conn& c);
+std::optional<Clock::time_point> expire_timers(Server& s);
+
+// listing: loop
+int run(const ServerOptions& opt, int nworkers) {
+    Server s(opt);
+    s.listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    s.epfd = Fd(::epoll_create1(EPOLL_CLOEXEC));
+    s.doorbell = Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!s.epfd || !s.doorbell) {
+        throw_errno("epoll_create1/eventfd");
+    }
+    // Registered once: a completed handshake, a stop signal (the loop's condition sees it), and
+    // the doorbell: the workers' completions.
+    const std::pair<int, uint64_t> registered[] = {
+        {s.listen_fd.get(), kListenKey}, {stop_fd(), kStopKey}, {s.doorbell.get(), kDoorbellKey}};
+    for (auto [fd, key] : registered) {
+        epoll_event ev{EPOLLIN, {.u64 = key}};
+        if (::epoll_ctl(s.epfd.get(), EPOLL_CTL_ADD, fd, &ev) < 0) {
+            throw_errno("epoll_ctl ADD " + std::to_string(fd));
+        }
+    }
+    for (int i = 0; i < nworkers; ++i) {
+        s.workers.emplace_back(worker, std::ref(s));  // step 4 runs there
+    }
+    announce_listening(s.listen_fd.get(), s.stats.model, opt);
+
+    std::optional<Clock::time_point> deadline;  // the next idle, request or linger timeout
+    epoll_event events[kMaxEvents];
+    while (!stop_requested()) {
+        // Steps 2 and 5: the main thread sleeps here, and only here.
+        int nready = TRACE_IO(
+            "epoll_wait", s.epfd.get(),
+            ::epoll_wait(s.epfd.get(), events, kMaxEvents, timeout_ms(deadline, Clock::now())));
+        if (nready < 0 && errno != EINTR) {
+            throw_errno("epoll_wait");
+        }
+        s.now = Clock::now();
+        for (int i = 0; i < nready; ++i) {
+            uint64_t key = events[i].data.u64;
+            uint32_t revents = events[i].events;
+            if (key == kListenKey) {
+                on_accept(s);
+            } else if (key == kDoorbellKey) {
+                on_replies(s);  // step 5: replies are back from the workers
+            } else if (Conn* c = find_conn(s, key); c != nullptr) {
+                if ((revents & EPOLLOUT) && !on_writable(s, *c)) {
+                    continue;  // step 6 ended the connection
+                }
+                // EPOLLHUP and EPOLLERR come even when not asked for; recv returns the 0 or the
+                // error. Without EPOLLIN in the set they would be reported again at once, forever.
+                if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && (c->events & EPOLLIN)) {
+                    on_readable(s, *c);  // step 3
+                } else if (revents & (EPOLLHUP | EPOLLERR)) {
+                    close_conn(s, *c);
+                }
             }
-            job = std::move(jobs.front());
-            jobs.pop_front();
         }
-        Done d{job.id, std::move(job.reply), {}};
-        d.reply.clear();
-        if (opt.mode == Mode::echo) {
-            d.reply.swap(job.bytes);
-        }
-        std::string_view rest = opt.mode == Mode::qa ? job.bytes : std::string_view{};
-        while (!rest.empty()) {
-            size_t nl = rest.find('\n');
-            Request req = parse_request(rest.substr(0, nl));
-            rest.remove_prefix(nl + 1);
-            if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
-                return;  // stopping
-            }
-            append_reply(d.reply, req, stats);
-            stats.requests.fetch_add(1, std::memory_order_relaxed);
-            if (req.verb == Verb::quit) {
-                d.quit = true;
-                break;
-            }
-        }
-        d.spare = std::move(job.bytes);
-        bool wake;
-        {
-            std::lock_guard lock(mu);
-            wake = done.empty();  // otherwise the main thread has a wakeup coming already
-            done.push_back(std::move(d));
-        }
-        if (wake) {
-            uint64_t one = 1;
-            TRACE_IO("write", event_fd.get(), ::write(event_fd.get(), &one, sizeof one));
-        }
+        deadline = expire_timers(s);
     }
+    return 0;  // ~Server stops the workers, then closes every socket
 }
+// end listing: loop
 
-void set_interest(Conn& c, uint32_t events) {
-    if (events != c.events) {
-        epoll_event ev{events, {.u64 = c.id}};
-        TRACE_IO("epoll_ctl", c.fd.get(), ::epoll_ctl(epfd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev));
-        c.events = events;
-    }
-}
+// ---- the handlers ----
 
-void close_conn(Conn& c) {
-    stats.conns.fetch_sub(1, std::memory_order_relaxed);
-    draining_conns -= c.draining ? 1 : 0;
-    conns.erase(c.id);  // close(2) also takes the socket out of the epoll set
-}
-
-// Hands the connection's queued lines to a worker, unless one has its previous job.
-void start_job(Conn& c) {
-    if (c.job_out || c.queued.empty()) {
-        return;
-    }
-    c.job_out = true;
-    {
-        std::lock_guard lock(mu);
-        jobs.push_back(Job{c.id, std::move(c.queued), std::move(c.spare_out)});
-    }
-    c.queued = std::move(c.spare_in);
-    c.queued.clear();
-    jobs_cv.notify_one();
-}
-
-// Decides what the connection waits for next, and closes it when nothing is left to do.
-// Returns false if it closed.
-bool update(Conn& c) {
-    bool idle = !c.job_out && c.queued.empty();
-    if (idle && c.too_long && !c.draining) {
-        c.out += too_long_reply(opt.max_line);  // after the replies to the lines before it
-        c.draining = c.shut_after_send = true;
-        ++draining_conns;
-    }
-    if (idle && c.out.empty()) {
-        if (c.shut_after_send) {
-            // FIN after the ERR line, then read and discard for a moment: a close with unread
-            // input would send RST, and the RST could destroy the ERR line in flight.
-            TRACE_IO("shutdown", c.fd.get(), ::shutdown(c.fd.get(), SHUT_WR));
-            c.shut_after_send = false;
-            c.drain_deadline = Clock::now() + kDrain;
-        }
-        if (c.close_after_send || c.peer_closed) {
-            close_conn(c);
-            return false;
-        }
-    }
-    bool want_read = !c.peer_closed && !c.close_after_send &&
-                     (c.draining || (!c.too_long && c.queued.size() + c.out.size() < kHighWater));
-    set_interest(c, (want_read ? EPOLLIN : 0u) | (c.out.empty() ? 0u : EPOLLOUT));
-    return true;
-}
-
-void on_accept() {
-    for (;;) {
+void on_accept(Server& s) {
+    for (int i = 0; i < kAcceptBudget; ++i) {
         int conn_fd =
-            TRACE_IO("accept4", listen_fd.get(),
-                     ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            TRACE_IO("accept4", s.listen_fd.get(),
+                     ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (conn_fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
-                // Out of descriptors. The pending connection keeps the listen socket readable,
-                // so a level-triggered wait would wake at once, forever: stop watching it.
-                epoll_event ev{0, {.u64 = kListenId}};
-                ::epoll_ctl(epfd.get(), EPOLL_CTL_MOD, listen_fd.get(), &ev);
-                accept_paused_until = Clock::now() + std::chrono::milliseconds(kTickMs);
+            // Out of descriptors, the client stays in the backlog and the listening socket stays
+            // readable: the spare descriptor makes room to turn it away (common/conn.hpp).
+            if ((errno == EMFILE || errno == ENFILE) &&
+                s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
+                continue;
             }
-            return;  // EAGAIN: the backlog is empty; ECONNABORTED: that client left
+            return;  // EAGAIN: the backlog is empty. ECONNABORTED and the like: next pass.
         }
-        Fd fd(conn_fd);
-        stats.accepted.fetch_add(1, std::memory_order_relaxed);
-        if (stats.conns.load(std::memory_order_relaxed) >= static_cast<uint64_t>(opt.max_conns)) {
-            TRACE_IO("send", fd.get(),
-                     ::send(fd.get(), kServerFull.data(), kServerFull.size(), MSG_NOSIGNAL));
-            stats.refused.fetch_add(1, std::memory_order_relaxed);
+        if (s.stats.conns.load(std::memory_order_relaxed) >=
+            static_cast<uint64_t>(s.opt.max_conns)) {
+            refuse(s.stats, conn_fd);  // ERR server full
             continue;
         }
-        set_nodelay(fd.get());
-        uint64_t id = next_id++;
-        epoll_event ev{EPOLLIN, {.u64 = id}};  // step 1
-        if (::epoll_ctl(epfd.get(), EPOLL_CTL_ADD, fd.get(), &ev) < 0) {
+        uint64_t key = conn_key(conn_fd, ++s.serial);
+        epoll_event ev{EPOLLIN, {.u64 = key}};  // step 1, level-triggered, for the first read
+        if (TRACE_IO("epoll_ctl", conn_fd, ::epoll_ctl(s.epfd.get(), EPOLL_CTL_ADD, conn_fd, &ev)) <
+            0) {
+            refuse(s.stats, conn_fd);  // ENOMEM, or ENOSPC past fs.epoll.max_user_watches
             continue;
         }
-        Conn& c = conns.try_emplace(id, id, std::move(fd), opt.max_line).first->second;
-        c.events = EPOLLIN;
-        stats.conns.fetch_add(1, std::memory_order_relaxed);
+        set_nodelay(conn_fd);
+        auto c = std::make_unique<Conn>(conn_fd, key, s.opt.max_line);
+        c->events = ev.events;
+        s.idle_timers.arm(c->idle_timer, s.now);
+        if (s.conns.size() <= static_cast<size_t>(conn_fd)) {
+            s.conns.resize(static_cast<size_t>(conn_fd) + 1);
+        }
+        s.conns[static_cast<size_t>(conn_fd)] = std::move(c);
+        s.stats.accepted.fetch_add(1, std::memory_order_relaxed);
+        s.stats.conns.fetch_add(1, std::memory_order_relaxed);
     }
 }
 
-// Step 3: read until EAGAIN (or until enough is waiting), cut lines, queue them as a job.
-void on_readable(Conn& c) {
-    static char buf[65536];
-    while (c.queued.size() + c.out.size() < kHighWater) {
-        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, sizeof buf, 0));
+// Step 3, the asynchronous read done in the kernel's place: recv until EAGAIN (or until
+// kHighWater waits for this connection), cut the complete request lines out, post them as a job.
+// Returns false if the connection is over.
+bool on_readable(Server& s, Conn& c) {
+    while (c.closing || c.queued.size() + c.pending() < kHighWater) {
+        ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), s.buf, sizeof s.buf, 0));
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             break;
         }
-        if (n <= 0) {
-            if (n < 0) {
-                close_conn(c);  // ECONNRESET and the like
-                return;
+        if (n < 0) {
+            close_conn(s, c);  // ECONNRESET and the like: the client is gone
+            return false;
+        }
+        if (n == 0) {
+            if (c.wr_shut) {
+                close_conn(s, c);  // the client read our last line and closed
+                return false;
             }
-            c.peer_closed = true;
+            c.peer_done = true;  // what is owed (echo: the rest of the stream) goes first
             break;
         }
-        if (opt.idle_timeout > 0) {
-            c.last_active = Clock::now();
-            c.idle_warned = false;
+        if (c.closing) {
+            return true;  // lingering: read only so that close(2) finds no unread input
         }
-        if (c.draining || c.too_long) {
-            continue;  // discarding what follows an over-long line
-        }
-        if (opt.mode == Mode::echo) {
-            c.queued.append(buf, static_cast<size_t>(n));
+        s.idle_timers.arm(c.idle_timer, s.now);
+        if (s.opt.mode == Mode::echo) {
+            c.queued.append(s.buf, static_cast<size_t>(n));
             continue;
         }
-        c.in.feed(buf, static_cast<size_t>(n));
         bool line_ended = false;
+        c.in.feed(s.buf, static_cast<size_t>(n));
         while (auto line = c.in.next()) {
             c.queued.append(*line);
             c.queued += '\n';
             line_ended = true;
         }
-        c.too_long = c.in.too_long();
-        // --request-timeout counts from the first byte of an unfinished line; more bytes of the
-        // same line do not restart it, so a client trickling a byte at a time is shed.
-        if (c.in.buffered() == 0) {
-            c.request_since.reset();
-        } else if (line_ended || !c.request_since) {
-            c.request_since = Clock::now();
+        if (c.in.too_long()) {
+            // The lines before it are answered first: the ERR line waits for their job.
+            start_closing(s, c, too_long_reply(s.opt.max_line));
+            break;
         }
+        track_request(s.request_timers, c.request_timer, c.in, line_ended, s.now);
     }
-    start_job(c);
-    update(c);
+    post_job(s, c);
+    return initiate_next(s, c);
 }
 
-// Step 6: the socket is writable; write what the workers produced.
-void on_writable(Conn& c) {
-    while (!c.out.empty()) {
+// The read's completion goes on the request queue, for the next free worker; unless a worker
+// still has this connection's previous job, in which case the lines wait in `queued` for it.
+void post_job(Server& s, Conn& c) {
+    if (c.job_out || c.queued.empty()) {
+        return;
+    }
+    c.job_out = true;
+    {
+        std::lock_guard lock(s.mu);
+        s.jobs.push_back(Job{c.key, std::move(c.queued), std::move(c.spare_out)});
+    }
+    s.jobs_ready.notify_one();
+    c.queued = std::move(c.spare_in);
+    c.queued.clear();
+}
+
+// Step 4, in each worker thread: take the next job, run the completion handler on it, post the
+// replies on the completion queue and ring the doorbell.
+void worker(Server& s) {
+    for (;;) {
+        Job job;
+        {
+            std::unique_lock lock(s.mu);
+            s.jobs_ready.wait(lock, [&s] { return s.stopping || !s.jobs.empty(); });
+            if (s.stopping) {
+                return;
+            }
+            job = std::move(s.jobs.front());
+            s.jobs.pop_front();
+        }
+        std::optional<Done> d = on_recv_done(s, job);
+        if (!d) {
+            return;  // stopping, in the middle of a WORK
+        }
+        bool ring;
+        {
+            std::lock_guard lock(s.mu);
+            ring = s.done.empty();  // otherwise the main thread has a wakeup coming already
+            s.done.push_back(std::move(*d));
+        }
+        if (ring) {
+            uint64_t one = 1;
+            TRACE_IO("write", s.doorbell.get(), ::write(s.doorbell.get(), &one, sizeof one));
+        }
+    }
+}
+
+// The completion handler: the read is done and its request lines are in job.lines. It runs in a
+// worker, so a WORK blocks this worker only. Every line is answered, in order, up to a QUIT.
+// nullopt when the server is stopping.
+std::optional<Done> on_recv_done(Server& s, Job& job) {
+    Done d{job.key, std::move(job.reply), {}};
+    d.reply.clear();
+    if (s.opt.mode == Mode::echo) {
+        d.reply.swap(job.lines);
+    }
+    std::string_view rest = s.opt.mode == Mode::qa ? job.lines : std::string_view{};
+    while (!rest.empty()) {
+        size_t nl = rest.find('\n');
+        Request req = parse_request(rest.substr(0, nl));
+        rest.remove_prefix(nl + 1);
+        if (req.verb == Verb::work && !block_for_work(req.work_ms)) {
+            return std::nullopt;
+        }
+        append_reply(d.reply, req, s.stats);
+        s.stats.requests.fetch_add(1, std::memory_order_relaxed);
+        if (req.verb == Verb::quit) {
+            d.quit = true;
+            break;
+        }
+    }
+    d.spare = std::move(job.lines);
+    return d;
+}
+
+// Step 5, in the main thread: the workers' completions. Each connection's replies join what it
+// owes; initiate_next adds EPOLLOUT, and the send waits for write readiness.
+void on_replies(Server& s) {
+    uint64_t count;
+    // The doorbell first, then the queue: a completion posted after the swap below rings again.
+    TRACE_IO("read", s.doorbell.get(), ::read(s.doorbell.get(), &count, sizeof count));
+    {
+        std::lock_guard lock(s.mu);
+        s.batch.swap(s.done);
+    }
+    for (Done& d : s.batch) {
+        Conn* c = find_conn(s, d.key);
+        if (c == nullptr) {
+            continue;  // closed while its job was out
+        }
+        c->job_out = false;
+        c->out += d.reply;
+        c->spare_out = std::move(d.reply);
+        c->spare_in = std::move(d.spare);
+        if (d.quit) {
+            c->queued.clear();  // requests after QUIT get no reply
+            start_closing(s, *c, "");
+        }
+        post_job(s, *c);
+        initiate_next(s, *c);
+    }
+    s.batch.clear();
+}
+
+// Step 6: the socket is writable; send what the kernel takes now. Returns false if the
+// connection is over.
+bool on_writable(Server& s, Conn& c) {
+    while (c.pending() > 0) {
+        size_t len = c.pending();
         ssize_t n = TRACE_IO("send", c.fd.get(),
-                             ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL));
+                             ::send(c.fd.get(), c.out.data() + c.out_sent, len, MSG_NOSIGNAL));
         if (n < 0 && errno == EINTR) {
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            break;  // short write: the rest waits for the next EPOLLOUT
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            close_conn(s, c);  // EPIPE, ECONNRESET: the client is gone
+            return false;
         }
         if (n < 0) {
-            close_conn(c);  // EPIPE, ECONNRESET
-            return;
+            break;  // the send buffer is full: EPOLLOUT says when it has room
         }
-        c.out.erase(0, static_cast<size_t>(n));
+        c.out_sent += static_cast<size_t>(n);
+        if (static_cast<size_t>(n) < len) {
+            break;  // a short send means the send buffer is full too
+        }
     }
-    update(c);
+    return initiate_next(s, c);
 }
 
-// Step 5: completions from the workers. Each reply waits for write readiness.
-void on_completions() {
-    uint64_t count;
-    // Read the eventfd before taking the queue, so a completion pushed after our swap always
-    // comes with a fresh wakeup.
-    TRACE_IO("read", event_fd.get(), ::read(event_fd.get(), &count, sizeof count));
-    std::vector<Done> batch;
-    {
-        std::lock_guard lock(mu);
-        batch.swap(done);
+// The initiator: what this connection waits for next. Level-triggered, the interest set must say
+// exactly that: EPOLLIN while we take more requests (step 1 again), EPOLLOUT while replies are
+// owed (step 5). Once no job is out and nothing is owed, a close goes on: our last line, then
+// the FIN, or the end. Both bits change only at a transition, so not every reply costs an
+// epoll_ctl. Returns false if the connection is over.
+bool initiate_next(Server& s, Conn& c) {
+    bool answered = !c.job_out && c.queued.empty();  // every reply to what was read is in `out`
+    if (answered && c.last_line) {
+        c.out += *c.last_line;  // after the replies to the requests before it
+        c.last_line.reset();
+        s.linger_timers.arm(c.linger_timer, s.now);
     }
-    for (Done& d : batch) {
-        auto it = conns.find(d.id);
-        if (it == conns.end()) {
-            continue;  // closed while its job was out
+    if (c.pending() == 0 && !c.out.empty()) {
+        c.out.clear();
+        c.out_sent = 0;
+        if (c.out.capacity() > kKeepOut) {
+            std::string().swap(c.out);
         }
-        Conn& c = it->second;
-        c.job_out = false;
-        c.out += d.reply;
-        c.spare_out = std::move(d.reply);
-        c.spare_in = std::move(d.spare);
-        if (d.quit) {
-            c.close_after_send = true;
-            c.queued.clear();
-        }
-        start_job(c);
-        update(c);
     }
+    if (answered && c.pending() == 0) {
+        if (c.peer_done) {
+            close_conn(s, c);  // the client sent FIN and has every byte we owed it
+            return false;
+        }
+        if (c.closing && !c.wr_shut) {
+            // FIN after our last line. We keep reading (and discarding) until the client closes
+            // too: close(2) with unread input would send RST, which can destroy the line.
+            TRACE_IO("shutdown", c.fd.get(), ::shutdown(c.fd.get(), SHUT_WR));
+            c.wr_shut = true;
+        }
+    }
+    uint32_t want = 0;
+    if (!c.peer_done && (c.closing || c.queued.size() + c.pending() < kHighWater)) {
+        want |= EPOLLIN;
+    }
+    if (c.pending() > 0) {
+        want |= EPOLLOUT;
+    }
+    if (want == c.events) {
+        return true;
+    }
+    epoll_event ev{want, {.u64 = c.key}};
+    if (TRACE_IO("epoll_ctl", c.fd.get(),
+                 ::epoll_ctl(s.epfd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev)) < 0) {
+        // MOD allocates nothing; it fails only if the socket is not in the set. Whatever the
+        // cause, epoll would no longer report what this connection needs: it cannot go on.
+        close_conn(s, c);
+        return false;
+    }
+    c.events = want;
+    return true;
 }
 
-// Every 100 ms when needed: idle connections, drains past their deadline, a paused accept.
-void on_tick(Clock::time_point now) {
-    std::vector<uint64_t> expired, idle, slow;
-    for (auto& [id, c] : conns) {
-        auto quiet = std::chrono::duration<double>(now - c.last_active).count();
-        if (c.draining && !c.shut_after_send && now > c.drain_deadline) {
-            expired.push_back(id);
-        } else if (opt.request_timeout > 0 && c.request_since && !c.draining && !c.too_long &&
-                   !c.close_after_send && !c.job_out && c.queued.empty() &&
-                   now - *c.request_since >= opt.request_limit()) {
-            slow.push_back(id);
-        } else if (opt.idle_timeout > 0 && quiet > opt.idle_timeout) {
-            // The first time, say why; if it has not even read that by the next timeout, go.
-            (c.idle_warned ? expired : idle).push_back(id);
-        }
+// The connection a key names, if it is still open.
+Conn* find_conn(Server& s, uint64_t key) {
+    auto fd = static_cast<size_t>(key & 0xffffffff);
+    if (fd >= s.conns.size() || s.conns[fd] == nullptr || s.conns[fd]->key != key) {
+        return nullptr;
     }
-    for (uint64_t id : expired) {
-        close_conn(conns.at(id));
-    }
-    for (uint64_t id : slow) {
-        // The same polite close as after an over-long line: the ERR line, FIN, then a drain.
-        Conn& c = conns.at(id);
-        c.out += kRequestTimeout;
-        c.request_since.reset();
-        c.draining = c.shut_after_send = true;
-        ++draining_conns;
-        update(c);
-    }
-    for (uint64_t id : idle) {
-        Conn& c = conns.at(id);
-        c.out += kIdleTimeout;
-        c.close_after_send = c.idle_warned = true;
-        c.last_active = now;
-        update(c);
-    }
-    if (accept_paused_until != Clock::time_point{} && now >= accept_paused_until) {
-        accept_paused_until = {};
-        epoll_event ev{EPOLLIN, {.u64 = kListenId}};
-        ::epoll_ctl(epfd.get(), EPOLL_CTL_MOD, listen_fd.get(), &ev);
-    }
+    return s.conns[fd].get();
 }
 
-bool tick_needed() {
-    return opt.idle_timeout > 0 || opt.request_timeout > 0 || draining_conns > 0 ||
-           accept_paused_until != Clock::time_point{};
+// ---- the edge cases ----
+
+// QUIT, an over-long line or a timeout: our last line, then the lingering close. A worker may
+// still hold requests that came before it; the line waits for their replies, and initiate_next
+// appends it and starts the linger timer once no job is out.
+void start_closing(Server& s, Conn& c, std::string_view last_line) {
+    if (c.closing && !c.last_line) {
+        return;  // its last line is already out
+    }
+    c.closing = true;
+    c.last_line = std::string(last_line);
+    s.idle_timers.cancel(c.idle_timer);
+    s.request_timers.cancel(c.request_timer);
 }
 
-void add_watch(int fd, uint64_t id) {
-    epoll_event ev{EPOLLIN, {.u64 = id}};
-    if (::epoll_ctl(epfd.get(), EPOLL_CTL_ADD, fd, &ev) < 0) {
-        throw_errno("epoll_ctl ADD");
-    }
+void close_conn(Server& s, Conn& c) {
+    s.stats.conns.fetch_sub(1, std::memory_order_relaxed);
+    // ~Conn: ~Fd closes the socket (which leaves the epoll set), and its timer entries their
+    // lists. A job still out comes back to find no connection under its key and is dropped.
+    s.conns[static_cast<size_t>(c.fd.get())].reset();
 }
 
-int run(int workers) {
-    listen_fd = listen_tcp(opt.host, opt.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    epfd = Fd(::epoll_create1(EPOLL_CLOEXEC));
-    event_fd = Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!epfd || !event_fd) {
-        throw_errno("epoll_create1/eventfd");
+// The deadlines that are due; returns the next one.
+std::optional<Clock::time_point> expire_timers(Server& s) {
+    while (Conn* c = s.linger_timers.pop_expired(s.now)) {
+        close_conn(s, *c);  // it had its time to read our last line
     }
-    add_watch(listen_fd.get(), kListenId);
-    add_watch(stop_fd(), kStopId);
-    add_watch(event_fd.get(), kEventId);
-    std::vector<std::thread> pool;
-    for (int i = 0; i < workers; ++i) {
-        pool.emplace_back(worker);
+    while (Conn* c = s.idle_timers.pop_expired(s.now)) {
+        start_closing(s, *c, kIdleTimeout);
+        initiate_next(s, *c);
     }
-    announce_listening(listen_fd.get(), stats.model, opt);
+    while (Conn* c = s.request_timers.pop_expired(s.now)) {
+        start_closing(s, *c, kRequestTimeout);
+        initiate_next(s, *c);
+    }
+    return earliest_deadline(s.idle_timers, s.request_timers, s.linger_timers);
+}
 
-    epoll_event events[256];
-    auto last_tick = Clock::now();
-    while (!stop_requested()) {
-        int timeout = tick_needed() ? kTickMs : -1;
-        int nready = TRACE_IO("epoll_wait", epfd.get(),
-                              ::epoll_wait(epfd.get(), events, 256, timeout));  // step 2
-        for (int i = 0; i < nready; ++i) {
-            uint64_t id = events[i].data.u64;
-            uint32_t revents = events[i].events;
-            if (id == kListenId) {
-                on_accept();
-            } else if (id == kEventId) {
-                on_completions();
-            } else if (auto it = conns.find(id); it != conns.end()) {
-                Conn& c = it->second;
-                // EPOLLERR/EPOLLHUP come whatever we asked for; recv or send reports them.
-                if ((revents & EPOLLOUT) && !c.out.empty()) {
-                    on_writable(c);
-                } else if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                    if (c.events & EPOLLIN) {
-                        on_readable(c);
-                    } else if (revents & (EPOLLERR | EPOLLHUP)) {
-                        close_conn(c);
-                    }
-                }
-            }
-        }
-        if (auto now = Clock::now(); now - last_tick >= std::chrono::milliseconds(kTickMs)) {
-            last_tick = now;
-            on_tick(now);
-        }
-    }
+// Stopping: the workers first, since they use the queues and the doorbell. A worker in a WORK
+// returns early, because block_for_work watches the stop signal.
+Server::~Server() {
     {
         std::lock_guard lock(mu);
         stopping = true;
     }
-    jobs_cv.notify_all();
-    for (auto& t : pool) {
-        t.join();  // a worker in WORK returns early: block_for_work watches the stop flag
+    jobs_ready.notify_all();
+    for (auto& t : workers) {
+        t.join();
     }
-    conns.clear();
-    return 0;
 }
 
 }  // namespace
@@ -465,6 +559,7 @@ int run(int workers) {
 int main(int argc, char** argv) {
     CLI::App app{"09_proactor_epoll: a proactor emulated on epoll with worker threads",
                  "09_proactor_epoll_server"};
+    ServerOptions opt = server_defaults(9);
     add_server_options(app, opt);
     int workers = 4;
     app.add_option("--workers", workers, "threads that run the completion handlers")
@@ -476,7 +571,7 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     try {
         install_stop_handlers();
-        return run(workers);
+        return run(opt, workers);
     } catch (const std::exception& e) {
         return report_setup_failure(app.get_name(), e);
     }
