@@ -15,10 +15,10 @@
 #include <string>
 #include <string_view>
 
-#include "09_proactor/ring.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
+#include "common/uring.hpp"
 
 using namespace iolab;
 
@@ -120,7 +120,8 @@ int on_recv(Client& c, int res) {
 
 int run(const ClientOptions& opt) {
     Client c;
-    proactor::init_ring(c.ring, 8);
+    // The ring, with the opcodes the client uses probed (common/uring.cpp).
+    init_uring(c.ring, 8, {IORING_OP_READ, IORING_OP_SEND, IORING_OP_RECV});
     c.fd = connect_tcp(opt.host, opt.port);
     set_nodelay(c.fd.get());
     initiate(c, kStdin);
@@ -184,9 +185,8 @@ int main(int argc, char** argv) {
     }
     try {
         return run(opt);
-    } catch (const proactor::UringRefused& e) {
-        std::fprintf(stderr, "09_proactor_client: %s\n", e.what());
-        return 77;
+    } catch (const UringUnavailable& e) {
+        return report_unavailable(app.get_name(), e);  // one line on stderr, exit 77
     } catch (const std::exception& e) {
         return report_setup_failure(app.get_name(), e);
     }
