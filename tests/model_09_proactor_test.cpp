@@ -9,6 +9,8 @@
 //  - Connection churn: 300 connections opened, used and closed (some with RST) one after the
 //    other, 200 more held open at once; afterwards STATS counts exactly the one asking, which
 //    checks that the proactor frees a connection only after its last completion, and once.
+//  - A last line (BYE, ERR line too long) after the replies to the requests before it, which a
+//    WORK keeps in a worker or in the pool when it is read.
 //  - The client, piped: every reply in order, exit 0; a long pipelined input.
 
 #include <fcntl.h>
@@ -229,6 +231,35 @@ std::pair<int, std::string> run_client(const std::string& input_command, uint16_
     }
     int status = ::pclose(p);
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// A connection's last line (BYE, ERR line too long) comes after the replies to every request
+// before it, even when those are still being answered elsewhere (a worker, the WORK pool), and
+// requests after a QUIT get no reply. Each burst arrives in one segment, so the over-long line and
+// the QUIT are read while the WORK before them is still out.
+TEST(Proactor, ALastLineComesAfterTheRepliesBeforeIt) {
+    struct Case {
+        std::string burst;
+        std::string want;  // every byte until the server closes
+    };
+    const std::string too_long(100, 'x');
+    const Case cases[] = {
+        {"WORK 300\nPING\n" + too_long + "\nPING\n",
+         "DONE 300\nPONG\nERR line too long (limit 64)\n"},
+        {"WORK 300\nECHO a\nQUIT\nPING\n", "DONE 300\na\nBYE\n"},
+    };
+    for (const char* name : kVariants) {
+        ServerProcess server = start(name, {"--max-line", "64"});
+        START_OR_SKIP(server, name);
+        for (const Case& c : cases) {
+            Client client = Client::connect(server.port());
+            ASSERT_TRUE(client.send(c.burst)) << name;
+            auto got = client.read_until_close(5s);
+            ASSERT_TRUE(got) << name << ": not closed within 5 s after '" << c.want << "'";
+            EXPECT_EQ(*got, c.want) << name;
+        }
+        EXPECT_EQ(server.stop(), 0) << name;
+    }
 }
 
 TEST(Proactor, ClientPipedPrintsEveryReplyInOrder) {
