@@ -16,6 +16,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -74,16 +75,16 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"01_blocking client: request lines on stdin, replies on stdout",
-                 "01_blocking_client"};
+    CommandLine cmd{"01_blocking_client",
+                    "01_blocking client: request lines on stdin, replies on stdout"};
     ClientOptions opt = client_defaults(1);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     try {
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

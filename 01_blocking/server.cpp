@@ -32,6 +32,7 @@
 #include <csignal>
 
 #include "01_blocking/serve.hpp"
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -98,11 +99,11 @@ void on_accept(Server& s, int conn_fd) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"01_blocking: iterative blocking server, one client at a time",
-                 "01_blocking_server"};
+    CommandLine cmd{"01_blocking_server",
+                    "01_blocking: iterative blocking server, one client at a time"};
     ServerOptions opt = server_defaults(1);
-    add_server_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; write_all passes MSG_NOSIGNAL, and
@@ -112,6 +113,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

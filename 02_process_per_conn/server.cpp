@@ -57,6 +57,7 @@
 #include <thread>
 
 #include "01_blocking/serve.hpp"
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -303,16 +304,14 @@ void shut_down_children(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"02_process_per_conn: one child process per client (fork)",
-                 "02_process_per_conn_server"};
+    CommandLine cmd{"02_process_per_conn_server",
+                    "02_process_per_conn: one child process per client (fork)"};
     ServerOptions opt = server_defaults(2);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int max_procs = 256;
-    app.add_option("--max-procs", max_procs,
-                   "Child processes at once; more clients get ERR server busy")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 100000));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--max-procs", max_procs,
+                   "Child processes at once; more clients get ERR server busy", 1, 100000);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; write_all passes MSG_NOSIGNAL, and
@@ -322,6 +321,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, max_procs);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

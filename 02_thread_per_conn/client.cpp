@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 
@@ -223,18 +224,16 @@ int trickle(const ClientOptions& opt, int n, double seconds) {
 int main(int argc, char** argv) {
     // Built twice, as 02_thread_per_conn_client and 02_process_per_conn_client.
     const std::string name = std::filesystem::path(argv[0]).filename().string();
-    CLI::App app{"02 client: request lines on stdin, replies on stdout", name};
+    CommandLine cmd{name, "02 client: request lines on stdin, replies on stdout"};
     ClientOptions opt = client_defaults(2);
-    add_client_options(app, opt);
+    cmd.add_client_options(opt);
     int tricklers = 0;
     double seconds = 10;
-    app.add_option("--trickle", tricklers,
-                   "Slowloris demo: N connections that send a byte every 200 ms, never a newline")
-        ->check(CLI::Range(1, 100000));
-    app.add_option("--seconds", seconds, "How long --trickle runs")
-        ->capture_default_str()
-        ->check(CLI::Range(1.0, 600.0));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--trickle", tricklers,
+                   "Slowloris demo: N connections that send a byte every 200 ms, never a newline",
+                   1, 100000);
+    cmd.add_option("--seconds", seconds, "How long --trickle runs", 1.0, 600.0);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     try {
@@ -243,6 +242,6 @@ int main(int argc, char** argv) {
         }
         return run(opt, name);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

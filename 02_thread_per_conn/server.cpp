@@ -48,6 +48,7 @@
 #include <unordered_set>
 
 #include "01_blocking/serve.hpp"
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -187,15 +188,14 @@ void shut_down_connections(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"02_thread_per_conn: one blocking thread per client", "02_thread_per_conn_server"};
+    CommandLine cmd{"02_thread_per_conn_server",
+                    "02_thread_per_conn: one blocking thread per client"};
     ServerOptions opt = server_defaults(2);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int max_threads = 1000;
-    app.add_option("--max-threads", max_threads,
-                   "Connection threads at once; more clients get ERR server busy")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 100000));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--max-threads", max_threads,
+                   "Connection threads at once; more clients get ERR server busy", 1, 100000);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; write_all passes MSG_NOSIGNAL, and
@@ -205,6 +205,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, max_threads);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "01_blocking/serve.hpp"
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -224,20 +225,19 @@ void shut_down_pool(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"02_thread_per_conn_pool: a fixed pool of blocking workers fed by a bounded queue",
-                 "02_thread_per_conn_pool_server"};
+    CommandLine cmd{
+        "02_thread_per_conn_pool_server",
+        "02_thread_per_conn_pool: a fixed pool of blocking workers fed by a bounded queue"};
     ServerOptions opt = server_defaults(2);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int threads = 4;
     size_t queue_cap = 64;
-    app.add_option("--threads", threads, "Worker threads; each serves one connection at a time")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 10000));
-    app.add_option("--queue", queue_cap,
-                   "Accepted connections waiting for a worker; when full, ERR server busy")
-        ->capture_default_str()
-        ->check(CLI::Range(size_t{1}, size_t{1000000}));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--threads", threads, "Worker threads; each serves one connection at a time", 1,
+                   10000);
+    cmd.add_option("--queue", queue_cap,
+                   "Accepted connections waiting for a worker; when full, ERR server busy",
+                   size_t{1}, size_t{1000000});
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; write_all passes MSG_NOSIGNAL, and
@@ -247,6 +247,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, threads, queue_cap);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -298,16 +299,15 @@ std::optional<Clock::time_point> expire_timers(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"03_nonblocking_poll: one thread polling non-blocking sockets in a busy loop",
-                 "03_nonblocking_poll_server"};
+    CommandLine cmd{"03_nonblocking_poll_server",
+                    "03_nonblocking_poll: one thread polling non-blocking sockets in a busy loop"};
     ServerOptions opt = server_defaults(3);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int sleep_us = 0;
-    app.add_option("--sleep-us", sleep_us,
-                   "Sleep this many microseconds between passes: less CPU, more latency")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 1000000));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--sleep-us", sleep_us,
+                   "Sleep this many microseconds between passes: less CPU, more latency", 0,
+                   1000000);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; the sends pass MSG_NOSIGNAL, and
@@ -317,6 +317,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, sleep_us);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

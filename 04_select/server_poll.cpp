@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -314,11 +315,11 @@ std::optional<Clock::time_point> expire_timers(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"04_select_poll: one thread, non-blocking sockets, poll(2)",
-                 "04_select_poll_server"};
+    CommandLine cmd{"04_select_poll_server",
+                    "04_select_poll: one thread, non-blocking sockets, poll(2)"};
     ServerOptions opt = server_defaults(4);
-    add_server_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; the sends pass MSG_NOSIGNAL, and
@@ -328,6 +329,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

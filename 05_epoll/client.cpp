@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -354,20 +355,17 @@ int run_load(const ClientOptions& copt, const LoadOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"05_epoll client: request lines on stdin, replies on stdout; or a load test",
-                 "05_epoll_client"};
+    CommandLine cmd{"05_epoll_client",
+                    "05_epoll client: request lines on stdin, replies on stdout; or a load test"};
     ClientOptions opt = client_defaults(5);
-    add_client_options(app, opt);
+    cmd.add_client_options(opt);
     LoadOptions load;
-    app.add_option("--conns", load.conns, "Load test: connections to open")
-        ->check(CLI::Range(1, 1000000));
-    app.add_option("--requests", load.requests, "Load test: ping-pong requests per connection")
-        ->capture_default_str()
-        ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
-    app.add_option("--payload", load.payload, "Load test: bytes of each ECHO's text")
-        ->capture_default_str()
-        ->check(CLI::Range(size_t{0}, size_t{1} << 20));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--conns", load.conns, "Load test: connections to open", 1, 1000000);
+    cmd.add_option("--requests", load.requests, "Load test: ping-pong requests per connection",
+                   uint64_t{1}, uint64_t{1} << 40);
+    cmd.add_option("--payload", load.payload, "Load test: bytes of each ECHO's text", size_t{0},
+                   size_t{1} << 20);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // MSG_NOSIGNAL on every send, and SIGPIPE ignored for anything else.
@@ -375,6 +373,6 @@ int main(int argc, char** argv) {
     try {
         return load.conns > 0 ? run_load(opt, load) : run_piped(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <string>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -239,11 +240,11 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"05_epoll_et client: request lines on stdin, replies on stdout",
-                 "05_epoll_et_client"};
+    CommandLine cmd{"05_epoll_et_client",
+                    "05_epoll_et client: request lines on stdin, replies on stdout"};
     ClientOptions opt = client_defaults(5);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // MSG_NOSIGNAL on every send, and SIGPIPE ignored for anything else.
@@ -251,6 +252,6 @@ int main(int argc, char** argv) {
     try {
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -398,10 +399,10 @@ std::optional<Clock::time_point> expire_timers(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"05_epoll_et: one thread, epoll edge-triggered", "05_epoll_et_server"};
+    CommandLine cmd{"05_epoll_et_server", "05_epoll_et: one thread, epoll edge-triggered"};
     ServerOptions opt = server_defaults(5);
-    add_server_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; the sends pass MSG_NOSIGNAL, and
@@ -411,6 +412,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

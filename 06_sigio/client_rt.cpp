@@ -34,6 +34,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/trace.hpp"
@@ -239,16 +240,16 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"06_sigio_rt client: request lines on stdin, replies on stdout",
-                 "06_sigio_rt_client"};
+    CommandLine cmd{"06_sigio_rt_client",
+                    "06_sigio_rt client: request lines on stdin, replies on stdout"};
     ClientOptions opt = client_defaults(6);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     try {
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

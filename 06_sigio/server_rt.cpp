@@ -52,6 +52,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -395,11 +396,11 @@ std::optional<Clock::time_point> expire_timers(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"06_sigio_rt: signal-driven IO, F_SETSIG and a real-time signal",
-                 "06_sigio_rt_server"};
+    CommandLine cmd{"06_sigio_rt_server",
+                    "06_sigio_rt: signal-driven IO, F_SETSIG and a real-time signal"};
     ServerOptions opt = server_defaults(6);
-    add_server_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; the sends pass MSG_NOSIGNAL, and
@@ -409,6 +410,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -34,6 +34,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -205,11 +206,11 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"07_aio client: request lines on stdin, replies on stdout (POSIX AIO)",
-                 "07_aio_client"};
+    CommandLine cmd{"07_aio_client",
+                    "07_aio client: request lines on stdin, replies on stdout (POSIX AIO)"};
     ClientOptions opt = client_defaults(7);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A write after the server has gone fails with EPIPE, which the loop reports as a value;
@@ -218,6 +219,6 @@ int main(int argc, char** argv) {
     try {
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

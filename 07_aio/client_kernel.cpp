@@ -31,6 +31,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/trace.hpp"
@@ -202,16 +203,17 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"07_aio_kernel client: request lines on stdin, replies on stdout (IOCB_CMD_POLL)",
-                 "07_aio_kernel_client"};
+    CommandLine cmd{
+        "07_aio_kernel_client",
+        "07_aio_kernel client: request lines on stdin, replies on stdout (IOCB_CMD_POLL)"};
     ClientOptions opt = client_defaults(7);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     try {
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

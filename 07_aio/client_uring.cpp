@@ -30,6 +30,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/trace.hpp"
@@ -214,18 +215,18 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"07_aio_uring client: request lines on stdin, replies on stdout",
-                 "07_aio_uring_client"};
+    CommandLine cmd{"07_aio_uring_client",
+                    "07_aio_uring client: request lines on stdin, replies on stdout"};
     ClientOptions opt = client_defaults(7);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     try {
         return run(opt);
     } catch (const UringUnavailable& e) {
-        return report_unavailable(app.get_name(), e);  // one line on stderr, exit 77
+        return report_unavailable(cmd.name(), e);  // one line on stderr, exit 77
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

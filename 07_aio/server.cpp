@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -411,16 +412,15 @@ void check_deadlines(Server& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"07_aio: POSIX AIO (glibc's helper threads), completion by queued signal",
-                 "07_aio_server"};
+    CommandLine cmd{"07_aio_server",
+                    "07_aio: POSIX AIO (glibc's helper threads), completion by queued signal"};
     Server s;
     s.opt = server_defaults(7);
-    add_server_options(app, s.opt);
-    app.add_option("--max-aio", s.max_aio,
-                   "AIO helper threads, and connections at once; more get ERR server busy")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 4096));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(s.opt);
+    cmd.add_option("--max-aio", s.max_aio,
+                   "AIO helper threads, and connections at once; more get ERR server busy", 1,
+                   4096);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
 #if defined(__SANITIZE_THREAD__)
@@ -455,6 +455,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(s);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

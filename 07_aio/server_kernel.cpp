@@ -61,6 +61,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -486,14 +487,14 @@ void setup_aio(AioContext& ctx, int nr_events) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"07_aio_kernel: one thread, Linux AIO (IOCB_CMD_POLL, io_getevents)",
-                 "07_aio_kernel_server"};
+    CommandLine cmd{"07_aio_kernel_server",
+                    "07_aio_kernel: one thread, Linux AIO (IOCB_CMD_POLL, io_getevents)"};
     ServerOptions opt = server_defaults(7);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     std::string read = "recv";
-    app.add_option("--read", read, "after a poll: recv, or an IOCB_CMD_PREAD (iocb)")
-        ->check(CLI::IsMember({"recv", "iocb"}));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--read", read, "after a poll: recv, or an IOCB_CMD_PREAD (iocb)",
+                   {"recv", "iocb"});
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A client that vanishes turns our next send into EPIPE; the sends pass MSG_NOSIGNAL, and
@@ -503,9 +504,9 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, read == "iocb");
     } catch (const AioUnavailable& e) {
-        std::cerr << app.get_name() << ": " << e.what() << '\n';
+        std::cerr << cmd.name() << ": " << e.what() << '\n';
         return 77;
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -46,6 +46,7 @@
 #include <system_error>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -483,14 +484,14 @@ void on_accept_error(Server& s, int err) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"07_aio_uring: io_uring (liburing), one submit-and-wait per pass",
-                 "07_aio_uring_server"};
+    CommandLine cmd{"07_aio_uring_server",
+                    "07_aio_uring: io_uring (liburing), one submit-and-wait per pass"};
     ServerOptions opt = server_defaults(7);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     bool simple = false;
-    app.add_flag("--simple", simple,
+    cmd.add_flag("--simple", simple,
                  "Single-shot accept/recv and a buffer per connection (what old kernels get)");
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // The kernel's sends carry MSG_NOSIGNAL; ignoring SIGPIPE as well means no other write (the
@@ -500,8 +501,8 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, simple);
     } catch (const UringUnavailable& e) {
-        return report_unavailable(app.get_name(), e);  // one line on stderr, exit 77
+        return report_unavailable(cmd.name(), e);  // one line on stderr, exit 77
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

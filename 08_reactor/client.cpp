@@ -24,6 +24,7 @@
 #include <system_error>
 
 #include "08_reactor/reactor.hpp"
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -243,16 +244,16 @@ int run(const ClientOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"08_reactor client: request lines on stdin, replies on stdout",
-                 "08_reactor_client"};
+    CommandLine cmd{"08_reactor_client",
+                    "08_reactor client: request lines on stdin, replies on stdout"};
     ClientOptions opt = client_defaults(8);
-    add_client_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_client_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     try {
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

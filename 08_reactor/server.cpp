@@ -35,6 +35,7 @@
 
 #include "08_reactor/connection.hpp"
 #include "08_reactor/reactor.hpp"
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/stop.hpp"
@@ -70,11 +71,11 @@ int run(const ServerOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"08_reactor: the Reactor pattern (demultiplexer, dispatcher, handlers)",
-                 "08_reactor_server"};
+    CommandLine cmd{"08_reactor_server",
+                    "08_reactor: the Reactor pattern (demultiplexer, dispatcher, handlers)"};
     ServerOptions opt = server_defaults(8);
-    add_server_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // A send to a client that has gone is EPIPE (we pass MSG_NOSIGNAL); ignoring SIGPIPE too
@@ -84,6 +85,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

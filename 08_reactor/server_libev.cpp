@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -412,10 +413,11 @@ void invoke_pending(struct ev_loop* loop) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"08_reactor_libev: the same reactor server on libev", "08_reactor_libev_server"};
+    CommandLine cmd{"08_reactor_libev_server",
+                    "08_reactor_libev: the same reactor server on libev"};
     static Server s{server_defaults(8), ServerStats("08_reactor_libev"), nullptr, {}, {}, {}};
-    add_server_options(app, s.opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(s.opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     std::signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this covers any other write
@@ -423,6 +425,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(s);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

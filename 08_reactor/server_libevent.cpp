@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -401,12 +402,12 @@ void close_conn(Conn* c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"08_reactor_libevent: the same reactor server on libevent 2.1",
-                 "08_reactor_libevent_server"};
+    CommandLine cmd{"08_reactor_libevent_server",
+                    "08_reactor_libevent: the same reactor server on libevent 2.1"};
     static Server s;  // static: it holds the 64 KiB read buffer
     s.opt = server_defaults(8);
-    add_server_options(app, s.opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(s.opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     std::signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this covers any other write
@@ -414,6 +415,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(s);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

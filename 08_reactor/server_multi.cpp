@@ -37,6 +37,7 @@
 
 #include "08_reactor/connection.hpp"
 #include "08_reactor/reactor.hpp"
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/stop.hpp"
@@ -98,15 +99,13 @@ int run(const ServerOptions& opt, int nloops) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"08_reactor_multi: a main reactor accepts, one sub-reactor per core serves",
-                 "08_reactor_multi_server"};
+    CommandLine cmd{"08_reactor_multi_server",
+                    "08_reactor_multi: a main reactor accepts, one sub-reactor per core serves"};
     ServerOptions opt = server_defaults(8);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int nloops = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
-    app.add_option("--loops", nloops, "Sub-reactors (threads) serving connections")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 256));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--loops", nloops, "Sub-reactors (threads) serving connections", 1, 256);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     std::signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this covers any other write
@@ -114,6 +113,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, nloops);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

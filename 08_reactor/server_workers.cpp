@@ -39,6 +39,7 @@
 
 #include "08_reactor/connection.hpp"
 #include "08_reactor/reactor.hpp"
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -144,15 +145,13 @@ int run(const ServerOptions& opt, int nworkers) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"08_reactor_workers: one reactor for IO, a worker pool for WORK",
-                 "08_reactor_workers_server"};
+    CommandLine cmd{"08_reactor_workers_server",
+                    "08_reactor_workers: one reactor for IO, a worker pool for WORK"};
     ServerOptions opt = server_defaults(8);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int nworkers = 4;
-    app.add_option("--workers", nworkers, "Worker threads running WORK")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 1024));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--workers", nworkers, "Worker threads running WORK", 1, 1024);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     std::signal(SIGPIPE, SIG_IGN);  // sends use MSG_NOSIGNAL; this covers any other write
@@ -160,6 +159,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, nworkers);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -58,6 +58,7 @@
 #include <system_error>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -575,10 +576,10 @@ void on_accept_error(Server& s, int err) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"09_proactor: a true proactor on io_uring", "09_proactor_server"};
+    CommandLine cmd{"09_proactor_server", "09_proactor: a true proactor on io_uring"};
     ServerOptions opt = server_defaults(9);
-    add_server_options(app, opt);
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // The kernel sends with MSG_NOSIGNAL for us; the refusal's send uses it too. Ignoring
@@ -588,8 +589,8 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt);
     } catch (const UringUnavailable& e) {
-        return report_unavailable(app.get_name(), e);  // one line on stderr, exit 77
+        return report_unavailable(cmd.name(), e);  // one line on stderr, exit 77
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -36,6 +36,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "common/cli.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
 #include "common/stop.hpp"
@@ -416,12 +417,11 @@ int run(int workers) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"09_proactor_asio: the protocol on standalone Asio", "09_proactor_asio_server"};
-    add_server_options(app, opt);
+    CommandLine cmd{"09_proactor_asio_server", "09_proactor_asio: the protocol on standalone Asio"};
+    cmd.add_server_options(opt);
     int workers = 4;
-    app.add_option("--workers", workers, "threads of the pool that runs WORK")
-        ->check(CLI::Range(1, 256));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--workers", workers, "threads of the pool that runs WORK", 1, 256);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // Asio sends with MSG_NOSIGNAL; ignoring SIGPIPE as well keeps any other write from
@@ -431,6 +431,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(workers);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

@@ -62,6 +62,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "common/conn.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
@@ -557,14 +558,13 @@ Server::~Server() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"09_proactor_epoll: a proactor emulated on epoll with worker threads",
-                 "09_proactor_epoll_server"};
+    CommandLine cmd{"09_proactor_epoll_server",
+                    "09_proactor_epoll: a proactor emulated on epoll with worker threads"};
     ServerOptions opt = server_defaults(9);
-    add_server_options(app, opt);
+    cmd.add_server_options(opt);
     int workers = 4;
-    app.add_option("--workers", workers, "threads that run the completion handlers")
-        ->check(CLI::Range(1, 256));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_option("--workers", workers, "threads that run the completion handlers", 1, 256);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     // Sends pass MSG_NOSIGNAL; ignoring SIGPIPE as well keeps any other write from killing us.
@@ -573,6 +573,6 @@ int main(int argc, char** argv) {
         install_stop_handlers();
         return run(opt, workers);
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }

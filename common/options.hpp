@@ -1,8 +1,6 @@
-// The contract's command lines (shared/CONTRACT.md), parsed with CLI11 the same way in every
-// binary, plus the two lines every server prints: "listening on ..." and a setup failure.
+// The contract's options (shared/CONTRACT.md) as every binary holds them (common/cli.hpp parses
+// them), plus the two lines every server prints: "listening on ..." and a setup failure.
 #pragma once
-
-#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -38,19 +36,11 @@ struct ServerOptions {
 // Defaults for model number N (1..9): port 9000 + N.
 ServerOptions server_defaults(int model_number);
 
-// Adds --host --port --mode --max-line --max-conns --idle-timeout --request-timeout --trace.
-void add_server_options(CLI::App& app, ServerOptions& opt);
-
 struct ClientOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 9000;
 };
 ClientOptions client_defaults(int model_number);
-void add_client_options(CLI::App& app, ClientOptions& opt);
-
-// Parses argv. Returns -1 when the program should go on; otherwise the exit code to return at
-// once: 0 after --help, 2 after a bad argument, reported on one line of stderr.
-int parse_command_line(CLI::App& app, int argc, char** argv);
 
 // Prints "listening on HOST:PORT model=NAME" on stdout and flushes it: the line the harness and
 // the tests wait for. Also turns tracing on when --trace was given.

@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/cli.hpp"
 #include "common/options.hpp"
 #include "common/stop.hpp"
 #include "harness/registry.hpp"

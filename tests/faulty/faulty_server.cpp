@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "common/cli.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/qa.hpp"
@@ -95,13 +96,12 @@ void serve(Fd fd, ServerStats& stats, const ServerOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"A deliberately faulty server for the tests", "iolab_faulty_server"};
+    CommandLine cmd{"iolab_faulty_server", "A deliberately faulty server for the tests"};
     ServerOptions opt = server_defaults(0);
-    add_server_options(app, opt);
-    app.add_option("--fault", g_fault, "The planted bug")
-        ->required()
-        ->check(CLI::IsMember({"drop-byte", "short-write", "sigpipe"}));
-    if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
+    cmd.add_server_options(opt);
+    cmd.add_option("--fault", g_fault, "The planted bug", {"drop-byte", "short-write", "sigpipe"},
+                   true);
+    if (int rc = cmd.parse(argc, argv); rc >= 0) {
         return rc;
     }
     if (g_fault != "sigpipe") {
@@ -121,6 +121,6 @@ int main(int argc, char** argv) {
         }
         return 0;
     } catch (const std::exception& e) {
-        return report_setup_failure(app.get_name(), e);
+        return report_setup_failure(cmd.name(), e);
     }
 }
