@@ -12,16 +12,24 @@
 //
 // Who owns a buffer: from initiation to completion the operation does. Session::buf_ is not
 // touched while a read is out, Session::sending_ not while a write is out; replies produced in
-// the meantime go to Session::out_. The handler holds a shared_ptr to its Session, so a session
-// lives exactly as long as some operation of it is outstanding.
+// the meantime (a timeout's ERR line) go to Session::out_. The handler holds a shared_ptr to its
+// Session, so a session lives exactly as long as some operation of it is outstanding.
+//
+// Reads and writes take turns, as in Asio's own echo examples: a read is initiated only once
+// everything owed has been sent. That is the backpressure (a client that does not read our
+// replies is not read either, so what we hold for it stays bounded), and it keeps one operation
+// per session out at a time, whose handler memory Asio recycles instead of allocating.
 //
 // WORK: one thread runs io_context, and WORK is posted to an asio::thread_pool (--workers N,
-// default 4); its completion is posted back to io_context. So WORK stalls neither the loop nor
-// other connections (traits: threads). While a WORK is out the session reads no further input,
-// which keeps its replies in order and its input bounded.
+// default 4), started by the first WORK; its completion is posted back to io_context. So WORK
+// stalls neither the loop nor other connections (traits: threads). While a WORK is out the
+// session reads no further input, which keeps its replies in order and its input bounded. Until
+// the first WORK the server is one thread, and a process of one thread is cheaper in every
+// socket call: the kernel need not count a reference to the socket's file for the call's
+// duration (the descriptor table is not shared), and glibc skips the cancellation-point
+// bookkeeping around recv and send.
 //
-// Limits: one io_context thread does all the copying. Backpressure: above 256 KiB of unsent
-// output a session stops initiating reads until its write completes.
+// Limits: one io_context thread does all the copying.
 //
 // Run it:    ./build/bin/09_proactor_asio_server               (listens on 127.0.0.1:9009)
 // Watch:     strace -f -e trace=epoll_wait,epoll_ctl,recvmsg,sendmsg ./build/bin/09_proactor_...
@@ -33,6 +41,7 @@
 #include <array>
 #include <csignal>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unistd.h>
 
@@ -48,7 +57,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr size_t kHighWater = 256 * 1024;
 constexpr auto kDrain = std::chrono::milliseconds(1000);
 
 ServerOptions opt = server_defaults(9);
@@ -69,14 +77,35 @@ void trace_done(const char* op, int fd, const asio::error_code& ec, size_t n,
     }
 }
 
+// The pool that runs WORK, started on first use (from the io_context thread, the only caller).
+class Workers {
+public:
+    explicit Workers(int threads) : threads_(threads) {}
+    asio::thread_pool& pool() {
+        if (!pool_) {
+            pool_.emplace(static_cast<size_t>(threads_));
+        }
+        return *pool_;
+    }
+    void join() {
+        if (pool_) {
+            pool_->join();
+        }
+    }
+
+private:
+    int threads_;
+    std::optional<asio::thread_pool> pool_;
+};
+
 class Session : public std::enable_shared_from_this<Session> {
 public:
-    Session(tcp::socket socket, asio::io_context& io, asio::thread_pool& pool)
+    Session(tcp::socket socket, asio::io_context& io, Workers& workers)
         : socket_(std::move(socket)),
           timer_(io),
           request_timer_(io),
           io_(io),
-          pool_(pool),
+          workers_(workers),
           in_(opt.max_line) {}
 
     void start() {
@@ -90,10 +119,10 @@ public:
 private:
     // ---- initiators ----
 
+    // Only when everything owed has gone: reads and writes take turns.
     void initiate_read() {
-        size_t pending = out_.size() + sending_.size();
-        if (reading_ || closed_ || working_ || peer_closed_ || close_after_send_ ||
-            pending >= kHighWater) {
+        if (reading_ || writing_ || !out_.empty() || closed_ || working_ || peer_closed_ ||
+            close_after_send_) {
             return;
         }
         reading_ = true;
@@ -165,7 +194,7 @@ private:
                 // No read is initiated while WORK is out, so buf_ keeps its bytes and the parser's
                 // view of the lines after this one stays valid until on_work_done parses them.
                 working_ = true;
-                asio::post(pool_, [self = shared_from_this(), ms = req.work_ms] {
+                asio::post(workers_.pool(), [self = shared_from_this(), ms = req.work_ms] {
                     bool done = block_for_work(ms);
                     asio::post(self->io_, [self, ms, done] { self->on_work_done(ms, done); });
                 });
@@ -242,7 +271,7 @@ private:
         }
         sending_.clear();
         initiate_write();
-        initiate_read();  // below the high-water mark again
+        initiate_read();
         finish();
     }
 
@@ -326,7 +355,7 @@ private:
     asio::steady_timer timer_;
     asio::steady_timer request_timer_;  // --request-timeout
     asio::io_context& io_;
-    asio::thread_pool& pool_;
+    Workers& workers_;
     std::array<char, 16384> buf_;  // the read buffer, reused for every read of this session
     LineParser in_;
     std::string out_;      // replies not yet handed to a write
@@ -340,8 +369,8 @@ private:
 
 class Server {
 public:
-    Server(asio::io_context& io, asio::thread_pool& pool, tcp::endpoint where)
-        : io_(io), pool_(pool), acceptor_(io), pause_(io) {
+    Server(asio::io_context& io, Workers& workers, tcp::endpoint where)
+        : io_(io), workers_(workers), acceptor_(io), pause_(io) {
         std::string name = opt.host + ":" + std::to_string(opt.port);
         asio::error_code ec;
         acceptor_.open(where.protocol(), ec);
@@ -389,20 +418,20 @@ private:
             return;
         }
         socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<Session>(std::move(socket), io_, pool_)->start();
+        std::make_shared<Session>(std::move(socket), io_, workers_)->start();
     }
 
     asio::io_context& io_;
-    asio::thread_pool& pool_;
+    Workers& workers_;
     tcp::acceptor acceptor_;
     asio::steady_timer pause_;
 };
 
-int run(int workers) {
+int run(int worker_threads) {
     // Concurrency hint 1: one thread runs this io_context (the pool only posts to it).
     asio::io_context io(1);
-    asio::thread_pool pool(static_cast<size_t>(workers));
-    Server server(io, pool, tcp::endpoint(asio::ip::make_address(opt.host), opt.port));
+    Workers workers(worker_threads);
+    Server server(io, workers, tcp::endpoint(asio::ip::make_address(opt.host), opt.port));
     // The stop signal arrives as a readable self-pipe: one more asynchronous wait.
     asio::posix::stream_descriptor stop_watch(io, ::dup(stop_fd()));
     stop_watch.async_wait(asio::posix::stream_descriptor::wait_read,
@@ -410,8 +439,8 @@ int run(int workers) {
     server.initiate_accept();
     announce_listening(server.acceptor().native_handle(), stats.model, opt);
     io.run();
-    pool.join();  // a worker in WORK returns early: block_for_work watches the stop flag
-    return 0;     // destroying `io` destroys the pending handlers and with them every session
+    workers.join();  // a worker in WORK returns early: block_for_work watches the stop flag
+    return 0;        // destroying `io` destroys the pending handlers and with them every session
 }
 
 }  // namespace
