@@ -398,8 +398,10 @@ trace::Clock::time_point g_wait_start;
 bool g_waited = false;
 void before_wait(struct ev_loop*) noexcept {
     trace::count();
-    g_wait_start = trace::Clock::now();
-    g_waited = true;
+    if (trace::enabled()) {
+        g_wait_start = trace::Clock::now();
+        g_waited = true;
+    }
 }
 void after_wait(struct ev_loop*) noexcept {}
 void invoke_pending(struct ev_loop* loop) {

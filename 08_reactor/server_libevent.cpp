@@ -96,6 +96,7 @@ struct Conn {
     bool more_lines = false;  // requests wait in `in` while paused
     bool peer_eof = false;
     bool write_shut = false;
+    short events = EV_READ;  // what read_ev and write_ev wait for now: EV_READ, EV_WRITE or both
 };
 
 void on_accept(evutil_socket_t listen_fd, short, void* arg);
@@ -308,9 +309,10 @@ bool flush(Conn* c) {
     return true;
 }
 
-// After any event: answer, send, then tell libevent what this connection waits for. Adding an
-// event that is already added, or deleting one that is not, costs nothing: libevent checks, and
-// its changelist turns what did change into one epoll_ctl when the loop next waits.
+// After any event: answer, send, then tell libevent what this connection waits for, if that
+// changed. libevent's changelist turns the changes of one pass into at most one epoll_ctl per
+// socket when the loop next waits; the check here saves the event_add and event_del calls
+// themselves, which go through libevent's bookkeeping even when nothing changes.
 void progress(Conn* c) {
     for (;;) {
         if (c->state == State::open && c->more_lines && !c->paused && !answer_buffered(c)) {
@@ -339,16 +341,21 @@ void progress(Conn* c) {
         }
     }
     bool want_read = !c->peer_eof && (c->state == State::closing || (!c->paused && !c->more_lines));
-    if (want_read) {
+    short events = (want_read ? EV_READ : 0) | (c->out.empty() ? 0 : EV_WRITE);
+    if (events == c->events) {
+        return;
+    }
+    if (events & EV_READ) {
         event_add(c->read_ev, nullptr);
     } else {
         event_del(c->read_ev);
     }
-    if (c->out.empty()) {
-        event_del(c->write_ev);
-    } else {
+    if (events & EV_WRITE) {
         event_add(c->write_ev, nullptr);
+    } else {
+        event_del(c->write_ev);
     }
+    c->events = events;
 }
 
 // ---- the edge cases ----
