@@ -55,48 +55,15 @@ using reactor::StopHandler;
 
 namespace {
 
-// A fixed set of threads taking jobs from one queue.
+// A fixed set of threads taking jobs from one queue (defined after run(), below).
 class WorkerPool {
 public:
-    explicit WorkerPool(int nworkers) {
-        for (int i = 0; i < nworkers; ++i) {
-            threads_.emplace_back([this] { work(); });
-        }
-    }
-    ~WorkerPool() {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-        }
-        ready_.notify_all();
-        for (auto& t : threads_) {
-            t.join();
-        }
-    }
-    void submit(std::function<void()> job) {
-        {
-            std::lock_guard lock(mutex_);
-            jobs_.push_back(std::move(job));
-        }
-        ready_.notify_one();
-    }
+    explicit WorkerPool(int nworkers);
+    ~WorkerPool();  // stops and joins every worker
+    void submit(std::function<void()> job);
 
 private:
-    void work() {
-        for (;;) {
-            std::function<void()> job;
-            {
-                std::unique_lock lock(mutex_);
-                ready_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-                if (stopping_) {
-                    return;
-                }
-                job = std::move(jobs_.front());
-                jobs_.pop_front();
-            }
-            job();
-        }
-    }
+    void work();
 
     std::mutex mutex_;
     std::condition_variable ready_;
@@ -140,6 +107,49 @@ int run(const ServerOptions& opt, int nworkers) {
     announce_listening(listening, server.stats.model, opt);
     reactor.run();
     return 0;
+}
+
+// ---- the worker pool ----
+
+WorkerPool::WorkerPool(int nworkers) {
+    for (int i = 0; i < nworkers; ++i) {
+        threads_.emplace_back([this] { work(); });
+    }
+}
+
+WorkerPool::~WorkerPool() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    ready_.notify_all();
+    for (auto& t : threads_) {
+        t.join();
+    }
+}
+
+void WorkerPool::submit(std::function<void()> job) {
+    {
+        std::lock_guard lock(mutex_);
+        jobs_.push_back(std::move(job));
+    }
+    ready_.notify_one();
+}
+
+void WorkerPool::work() {
+    for (;;) {
+        std::function<void()> job;
+        {
+            std::unique_lock lock(mutex_);
+            ready_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+            if (stopping_) {
+                return;
+            }
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
+        }
+        job();
+    }
 }
 
 }  // namespace
