@@ -20,7 +20,9 @@
 // completes, which for a silent client is never, so close_conn cancels the poll (io_cancel)
 // first. The cancelled poll's event still comes, later, with res 0, when the descriptor may
 // belong to a new connection: each poll's tag is the descriptor and a serial number, and an
-// event whose tag is not the connection's current one is dropped.
+// event whose tag is not the connection's current one is dropped. A poll woken by data or a new
+// connection completes at once, but one woken by the client's FIN or RST completes later, from
+// a kernel worker thread: out of descriptors, reap_departed asks the sockets itself.
 //
 // --read iocb: the read is an IOCB_CMD_PREAD on the socket instead of a recv, and nothing
 // asynchronous happens: the kernel runs the socket's read inside io_submit, on our thread. On
@@ -146,6 +148,7 @@ void arm_poll(Server& s, Conn& c);
 void cancel_poll(Server& s, Conn& c);
 void start_closing(Server& s, Conn& c, std::string_view last_line);
 void close_conn(Server& s, Conn& c);
+int reap_departed(Server& s);
 std::optional<Clock::time_point> expire_timers(Server& s);
 
 // listing: loop
@@ -245,9 +248,12 @@ void on_accept(Server& s) {
                      ::accept4(s.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (conn_fd < 0) {
             // Out of descriptors, the client stays in the backlog and the listening socket stays
-            // readable: the spare descriptor makes room to turn it away (common/conn.hpp).
-            if ((errno == EMFILE || errno == ENFILE) &&
-                s.spare_fd.refuse_one(s.listen_fd.get(), s.stats)) {
+            // readable. Some of our descriptors may belong to clients that have already left
+            // (see reap_departed); if none does, the spare descriptor makes room to turn the
+            // client away (common/conn.hpp).
+            bool out_of_fds = errno == EMFILE || errno == ENFILE;
+            if (out_of_fds &&
+                (reap_departed(s) > 0 || s.spare_fd.refuse_one(s.listen_fd.get(), s.stats))) {
                 continue;
             }
             return;  // EAGAIN: the backlog is empty. ECONNABORTED and the like: next pass.
@@ -426,6 +432,47 @@ void cancel_poll(Server& s, Conn& c) {
         TRACE_IO("io_cancel", c.fd.get(),
                  ::syscall(SYS_io_cancel, s.ctx.id, &c.poll_cb, &unused));  // -EINPROGRESS
     }
+}
+
+// Out of descriptors, some of ours may belong to clients that have already closed, their polls
+// woken but not yet completed. TCP wakes a socket's waiters without an event mask when a FIN or
+// RST changes its state, and a poll woken that way cannot complete in the waker's context:
+// fs/aio.c hands it to a kernel worker (a kworker thread on the system workqueue), which must
+// look at the socket again. A keyed wakeup (data arriving, a new connection) completes at once,
+// so new clients are accepted and answered while the departures wait for a worker that, on a
+// busy CPU, ran up to 80 ms later (workqueue tracepoints, 6.18, two loaded cores): a client
+// that connects, asks and leaves in a loop fills a 32-descriptor table with connections that are
+// already closed. Before we turn anyone away, poll(2) asks every socket whose poll is out what
+// the worker would find, on our thread and at once: the same readiness check io_submit makes for
+// an IOCB_CMD_POLL. A socket that is ready is served as if its poll had completed, and its own
+// event, when the worker posts it, no longer matches the tag. This costs one pass over the
+// connections, only when accept(2) has failed with EMFILE. Returns how many closed.
+int reap_departed(Server& s) {
+    std::vector<pollfd> pfds;
+    for (const auto& c : s.conns) {
+        if (c != nullptr && c->polling) {
+            pfds.push_back({c->fd.get(), static_cast<short>(c->poll_cb.aio_buf), 0});
+        }
+    }
+    if (TRACE_IO("poll", -1, ::poll(pfds.data(), pfds.size(), 0)) <= 0) {
+        return 0;
+    }
+    uint64_t open_before = s.stats.conns.load(std::memory_order_relaxed);
+    for (const pollfd& p : pfds) {
+        if (p.revents == 0) {
+            continue;
+        }
+        Conn& c = *s.conns[static_cast<size_t>(p.fd)];
+        cancel_poll(s, c);
+        if ((p.revents & POLLOUT) && !on_writable(s, c)) {
+            continue;
+        }
+        if ((p.revents & (POLLIN | POLLHUP | POLLERR)) && !on_readable(s, c)) {
+            continue;
+        }
+        arm_poll(s, c);
+    }
+    return static_cast<int>(open_before - s.stats.conns.load(std::memory_order_relaxed));
 }
 
 // QUIT, an over-long line or a timeout: our last line, then the lingering close.

@@ -342,12 +342,6 @@ TEST_P(Faults, RestartOnTheSamePort) {
 // each client gets PONG, an ERR line (the spare descriptor's refusal), or waits in the backlog;
 // the server must not spin meanwhile, and serves everyone again once they have left.
 TEST_P(Faults, ThirtyTwoDescriptors) {
-    if (GetParam().name == "07_aio_kernel") {
-        // An open bug, not a refusing machine: under the harness, 07_aio_kernel answers one of
-        // the first few hundred sequential clients with ERR server full (accept4 saw EMFILE).
-        // Not reproduced outside the harness yet; issue 11 stays open until it is fixed.
-        GTEST_SKIP() << "OPEN BUG: 07_aio_kernel refuses a sequential client at RLIMIT_NOFILE 32";
-    }
     ServerProcess server;
     start(server, quiet_when_idle(GetParam()), 32);
     if (!server.running()) {
