@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,23 +12,14 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <thread>
+
+#include "harness/spawn.hpp"
 
 namespace iolab {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int decode_status(int status) {
-    if (WIFEXITED(status)) {
-        return WEXITSTATUS(status);
-    }
-    if (WIFSIGNALED(status)) {
-        return 128 + WTERMSIG(status);
-    }
-    return -1;
-}
 
 // Parses "listening on HOST:PORT ..." (HOST may be "[v6]").
 bool parse_listening(const std::string& line, std::string& host, uint16_t& port) {
@@ -112,59 +102,26 @@ ServerProcess ServerProcess::start_binary(const std::string& binary,
         p.reason_ = std::string("pipe2: ") + std::strerror(errno);
         return p;
     }
-    int err = ::memfd_create("server-stderr", MFD_CLOEXEC);
-    if (err < 0) {
-        ::close(out[0]);
-        ::close(out[1]);
+    p.stdout_.reset(out[0]);
+    Fd child_stdout(out[1]);  // ours closes once the child has its own copy
+    p.stderr_.reset(::memfd_create("server-stderr", MFD_CLOEXEC));
+    if (!p.stderr_) {
         p.reason_ = std::string("memfd_create: ") + std::strerror(errno);
         return p;
     }
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(binary.c_str()));
-    for (auto& a : args) {
-        argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        p.reason_ = std::string("fork: ") + std::strerror(errno);
-        ::close(out[0]);
-        ::close(out[1]);
-        ::close(err);
+    SpawnSpec spec;
+    spec.argv.push_back(binary);
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.stdout_fd = child_stdout.get();
+    spec.stderr_fd = p.stderr_.get();
+    spec.fd_limit = fd_limit;
+    try {
+        p.pid_ = spawn(spec);
+    } catch (const std::exception& e) {
+        p.reason_ = e.what();
         return p;
     }
-    if (pid == 0) {
-        // The child starts as a student's shell would start it: default dispositions for the
-        // signals a test runner may have changed, and nothing blocked.
-        ::signal(SIGPIPE, SIG_DFL);
-        ::signal(SIGINT, SIG_DFL);
-        ::signal(SIGTERM, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::dup2(out[1], STDOUT_FILENO);
-        ::dup2(err, STDERR_FILENO);
-        int devnull = ::open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            ::dup2(devnull, STDIN_FILENO);
-        }
-        if (fd_limit > 0) {
-            rlimit limit{static_cast<rlim_t>(fd_limit), static_cast<rlim_t>(fd_limit)};
-            if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-                std::fprintf(stderr, "setrlimit RLIMIT_NOFILE %ld: %s\n", fd_limit,
-                             std::strerror(errno));
-                ::_exit(127);
-            }
-        }
-        ::execv(binary.c_str(), argv.data());
-        std::fprintf(stderr, "exec %s: %s\n", binary.c_str(), std::strerror(errno));
-        ::_exit(127);
-    }
-    ::close(out[1]);
-    p.pid_ = pid;
-    p.stdout_.reset(out[0]);
-    p.stderr_.reset(err);
+    child_stdout.reset();
 
     // Read the listening line, with a deadline.
     std::string line;
@@ -226,7 +183,7 @@ bool ServerProcess::alive() {
     int status = 0;
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
-        exit_code_ = decode_status(status);
+        exit_code_ = exit_code(status);
         return false;
     }
     return true;
@@ -242,21 +199,9 @@ int ServerProcess::wait(std::chrono::milliseconds deadline) {
     if (pid_ <= 0) {
         return -1;
     }
-    auto until = Clock::now() + deadline;
-    while (exit_code_ == -2) {
-        int status = 0;
-        pid_t r = ::waitpid(pid_, &status, WNOHANG);
-        if (r == pid_) {
-            exit_code_ = decode_status(status);
-            break;
-        }
-        if (Clock::now() >= until) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, &status, 0);
-            exit_code_ = -3;  // reaped, but did not exit in time
-            return -1;
-        }
-        std::this_thread::sleep_for(5ms);
+    if (exit_code_ == -2) {
+        std::optional<int> status = wait_or_kill(pid_, deadline);
+        exit_code_ = status ? exit_code(*status) : -3;  // -3: reaped, but did not exit in time
     }
     return exit_code_ == -3 ? -1 : exit_code_;
 }

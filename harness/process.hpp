@@ -22,12 +22,14 @@ public:
     enum class State { running, cannot_run, failed };
 
     // Starts `v` with its fixed args, then `extra`, then "--port 0" unless extra names a port.
-    // Before exec the child gets default SIGPIPE handling and an empty signal mask, whatever the
-    // parent had. Waits up to `deadline` for the "listening on HOST:PORT" line.
+    // The child starts as a shell would start it (harness/spawn.hpp): stdin /dev/null, stdout a
+    // pipe to us, stderr a memfd, no other descriptor, every signal at its default disposition
+    // and none blocked, whatever the test process had. Waits up to `deadline` for the
+    // "listening on HOST:PORT" line.
     // state() tells how it went: running; cannot_run (exit 77: the model is refused on this
     // machine, reason() says why); failed (anything else, reason() says what).
-    // fd_limit > 0 sets the child's RLIMIT_NOFILE (soft and hard, as `ulimit -n` does) before
-    // exec, so that it starts with at most that many descriptors.
+    // fd_limit > 0 sets the child's RLIMIT_NOFILE (soft and hard, with `ulimit -n`) before it
+    // execs the server, so that the server can never hold more than that many descriptors.
     static ServerProcess start(const Variant& v, const std::vector<std::string>& extra = {},
                                std::chrono::milliseconds deadline = 10s, long fd_limit = 0);
     // The same for any binary path (the faulty servers built for the tests).

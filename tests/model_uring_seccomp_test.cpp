@@ -3,9 +3,11 @@
 // profile) and kernel.io_uring_disabled=2 refuse it. The contract says such a server prints one
 // line on stderr saying why and exits 77, so that the tests skip it instead of failing.
 //
-// The filter is installed in the child between fork and exec: PR_SET_NO_NEW_PRIVS (which lets an
-// unprivileged process install a filter), then a four-instruction BPF program. It is inherited
-// across execv and cannot be removed.
+// A seccomp filter belongs to a thread, not to a process: a thread of the test installs it,
+// after PR_SET_NO_NEW_PRIVS (which lets an unprivileged thread install one), and then starts the
+// server with posix_spawn. A process starts with copies of its creating thread's filter and
+// no_new_privs, keeps them across execve and can never remove them; the test's other threads
+// keep io_uring.
 
 #include <gtest/gtest.h>
 
@@ -13,7 +15,6 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -22,13 +23,16 @@
 
 #include <cerrno>
 #include <chrono>
-#include <ostream>
 #include <cstddef>
+#include <cstring>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "harness/registry.hpp"
+#include "harness/spawn.hpp"
 
 using namespace iolab;
 
@@ -73,12 +77,6 @@ struct Outcome {
 
 // Runs `argv` with io_uring_setup refused, and waits for it to exit (10 s at most).
 Outcome run_without_io_uring(const std::vector<std::string>& args) {
-    std::vector<char*> argv;
-    for (const std::string& a : args) {
-        argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-
     // Any other syscall: allowed. A foreign architecture's calls: allowed too (we only know our
     // own syscall numbers), which is fine for a test that runs our own binaries.
     sock_filter filter[] = {
@@ -93,49 +91,39 @@ Outcome run_without_io_uring(const std::vector<std::string>& args) {
     sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
 
     Outcome r;
-    int out_fd = ::memfd_create("server-stdout", MFD_CLOEXEC);
-    int err_fd = ::memfd_create("server-stderr", MFD_CLOEXEC);
-    if (out_fd < 0 || err_fd < 0) {
-        ADD_FAILURE() << "memfd_create failed";
+    Fd out(::memfd_create("server-stdout", MFD_CLOEXEC));
+    Fd err(::memfd_create("server-stderr", MFD_CLOEXEC));
+    if (!out || !err) {
+        ADD_FAILURE() << "memfd_create: " << std::strerror(errno);
         return r;
     }
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        // In the child only async-signal-safe calls until execv.
-        ::dup2(out_fd, STDOUT_FILENO);
-        ::dup2(err_fd, STDERR_FILENO);
-        ::signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    SpawnSpec spec;
+    spec.argv = args;
+    spec.stdout_fd = out.get();
+    spec.stderr_fd = err.get();
+    pid_t pid = -1;
+    std::string failure;
+    std::thread starter([&] {
+        // The filter stays on this thread, which ends right after the spawn.
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
             ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
-            ::_exit(126);
+            failure = std::string("could not install the seccomp filter: ") + std::strerror(errno);
+            return;
         }
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    if (pid < 0) {
-        ADD_FAILURE() << "fork failed";
+        try {
+            pid = spawn(spec);
+        } catch (const std::exception& e) {
+            failure = e.what();
+        }
+    });
+    starter.join();
+    if (!failure.empty()) {
+        ADD_FAILURE() << failure;
         return r;
     }
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    int status = 0;
-    pid_t done = 0;
-    while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 &&
-           std::chrono::steady_clock::now() < until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (done == pid) {
-        r.status = status;
-    } else {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-    }
-    r.out = read_all(out_fd);
-    r.err = read_all(err_fd);
-    ::close(out_fd);
-    ::close(err_fd);
+    r.status = wait_or_kill(pid, std::chrono::seconds(10)).value_or(-1);
+    r.out = read_all(out.get());
+    r.err = read_all(err.get());
     return r;
 }
 
@@ -153,7 +141,6 @@ TEST_P(UringRefused, ExitsWith77AndSaysWhy) {
                             << " did not exit within 10 s with io_uring refused; stdout: " << r.out;
     ASSERT_TRUE(WIFEXITED(r.status))
         << v.name << " was killed by signal " << (WIFSIGNALED(r.status) ? WTERMSIG(r.status) : 0);
-    ASSERT_NE(WEXITSTATUS(r.status), 126) << "could not install the seccomp filter";
     EXPECT_EQ(WEXITSTATUS(r.status), 77) << v.name << " stderr: " << r.err;
     EXPECT_EQ(r.out.find("listening on"), std::string::npos)
         << v.name << " announced it was listening although io_uring was refused";
