@@ -486,7 +486,8 @@ std::string link_difference(const std::string& en, const Link& e, const std::str
     if (into_twin) {
         z_english = english_of(z_file);
         if (!read(z_file)) {
-            return z_file + " does not exist (link " + z_english + " until it does)";
+            return z_file + " does not exist" +
+                   (z_file == e_file ? std::string() : " (link " + z_english + " until it does)");
         }
     }
     if (z_english != e_file) {
