@@ -481,26 +481,25 @@ std::string link_difference(const std::string& en, const Link& e, const std::str
     auto [z_path, z_anchor] = split_anchor(z.target);
     std::string e_file = resolve(en, e_path);
     std::string z_file = resolve(zh, z_path);
-    std::string z_english = z_file;
-    bool into_twin = is_twin_name(z_file);
-    if (into_twin) {
-        z_english = english_of(z_file);
-        if (!read(z_file)) {
-            return z_file + " does not exist" +
-                   (z_file == e_file ? std::string() : " (link " + z_english + " until it does)");
+    if (z_file == e_file) {
+        // Both go to the same file: an English-only one, or a document that exists only in
+        // Chinese (the glossary, the course map). Then the anchors are the same too.
+        if (e_anchor == z_anchor) {
+            return {};
         }
+        return "the anchors into " + e_file + " differ";
     }
-    if (z_english != e_file) {
+    if (!is_twin_name(z_file) || english_of(z_file) != e_file) {
         return "the English goes to " + e_file + ", the Chinese to " + z_file;
+    }
+    if (!read(z_file)) {
+        return z_file + " does not exist (link " + e_file + " until it does)";
     }
     if (e_anchor.empty() != z_anchor.empty()) {
         return "one has an anchor and the other has none";
     }
     if (e_anchor.empty()) {
         return {};
-    }
-    if (!into_twin) {
-        return e_anchor == z_anchor ? std::string() : "the anchors into " + e_file + " differ";
     }
     auto e_text = read(e_file);
     auto z_text = read(z_file);
@@ -882,6 +881,13 @@ TEST(Alignment, LinkTargetDrift) {
 
 TEST(Alignment, LinkToTheEnglishDocumentIsFineToo) {
     EXPECT_EQ(report(check(kEnglish, replaced(kChinese, "(b.zh-CN.md)", "(b.md)"))), "");
+}
+
+TEST(Alignment, LinkToAChineseOnlyDocumentFromBoth) {
+    std::string en = replaced(kEnglish, "(b.md)", "(glossary.zh-CN.md)");
+    EXPECT_EQ(report(check(en, replaced(kChinese, "(b.zh-CN.md)", "(glossary.zh-CN.md)"))), "");
+    expect_one(check(en, replaced(kChinese, "(b.zh-CN.md)", "(glossary.zh-CN.md#x)")),
+               {"link 1", "the anchors into docs/glossary.zh-CN.md differ"});
 }
 
 TEST(Alignment, LinkToAMissingTwin) {
