@@ -58,4 +58,11 @@ struct DemoOptions {
 };
 int run_demo(const DemoOptions& opt);
 
+struct LessonsOptions {
+    bool quick = false;  // short load points: about a minute in all
+    std::string out = "lessons";
+    std::string only;  // comma-separated claim numbers; empty = all of them
+};
+int run_lessons(const LessonsOptions& opt, const std::string& command_line);
+
 }  // namespace iolab

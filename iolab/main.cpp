@@ -6,6 +6,7 @@
 //   iolab scale VARIANT             100 .. 10,000 connections: memory per connection, p99, refusals
 //   iolab scale VARIANTS --idle     100 active connections beside 0 .. 10,000 idle: CPU, syscalls
 //   iolab demo [--stall]            every server on its default port, a live table for the class
+//   iolab lessons [--quick]         every claim of the course tested here: DIR/index.html
 //
 // docs/measuring.md explains how each figure is measured and what it costs.
 
@@ -168,6 +169,17 @@ int main(int argc, char** argv) {
     demo_cmd->add_option("--seconds", demo.seconds, "Stop by itself after this long (0 = Ctrl-C)")
         ->capture_default_str();
 
+    LessonsOptions lessons;
+    CLI::App* lessons_cmd = app.add_subcommand(
+        "lessons",
+        "Test every claim of the course on this machine: one experiment each, a page with the "
+        "figures, the numbers and a verdict (DIR/index.html)");
+    lessons_cmd->add_flag("--quick", lessons.quick,
+                          "Short load points (0.3 s): about a minute in all");
+    lessons_cmd->add_option("--out", lessons.out, "Directory for index.html and each claim's files")
+        ->capture_default_str();
+    lessons_cmd->add_option("--only", lessons.only, "Claim numbers to run, comma-separated");
+
     if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
         return rc;
     }
@@ -197,6 +209,9 @@ int main(int argc, char** argv) {
         }
         if (app.got_subcommand(demo_cmd)) {
             return run_demo(demo);
+        }
+        if (app.got_subcommand(lessons_cmd)) {
+            return run_lessons(lessons, command_line);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "iolab: %s\n", e.what());

@@ -1,0 +1,282 @@
+// The page of iolab lessons: one HTML file with every figure inline, its CSS and its few lines of
+// script in it, so that it opens from a USB stick or a projector's laptop with no network. The
+// type is large and the layout one column that narrows to a phone's width.
+//
+// Every text comes from a Words (lessons.hpp) or from the table below, and is written once per
+// language the page has, as <span lang="xx">; CSS shows the language named by <body
+// data-show="xx">, and the switch at the top, hidden while the page has one language, sets it.
+
+#include <ctime>
+#include <set>
+#include <sstream>
+
+#include "harness/svg.hpp"
+#include "iolab/lessons.hpp"
+
+namespace iolab {
+
+namespace {
+
+// The page's own words, by key.
+const std::map<std::string, Words>& page_words() {
+    static const std::map<std::string, Words> words = {
+        {"language", en("English")},
+        {"title", en("iolab lessons: the course's claims, tested on this machine")},
+        {"intro",
+         en("Each section below states one claim of the course in the lab's words, runs the "
+            "experiment that tests it, draws what was measured and judges the claim from the "
+            "numbers alone. Where this machine disagrees with the course, the page says so: the "
+            "lab teaches what it measures.")},
+        {"machine", en("Machine")},
+        {"run", en("Run")},
+        {"quick", en("quick (short load points: the shape shows, the digits are rough)")},
+        {"full", en("full")},
+        {"summary", en("The claims at a glance")},
+        {"claim", en("The claim")},
+        {"verdict", en("Verdict")},
+        {"numbers", en("Measured")},
+        {"commands", en("Reproduce it")},
+        {"commands_hint", en("Each line is a command that runs this experiment again; its "
+                             "output is in this claim's directory beside the page.")},
+        {"figure_file", en("figure as a file")},
+        {"log", en("everything the commands printed")},
+        {"took", en("measured in")},
+        {"holds", en("holds here")},
+        {"does_not_hold", en("does not hold here")},
+        {"cannot_show", en("cannot be shown here")},
+        {"not_measured", en("not measured")},
+        {"pending", en("this claim has not run yet")},
+    };
+    return words;
+}
+
+std::string verdict_key(Verdict v) {
+    switch (v) {
+        case Verdict::holds:
+            return "holds";
+        case Verdict::does_not_hold:
+            return "does_not_hold";
+        case Verdict::cannot_show:
+            return "cannot_show";
+        case Verdict::not_measured:
+            return "not_measured";
+    }
+    return "not_measured";
+}
+
+class Page {
+public:
+    explicit Page(std::vector<std::string> languages) : languages_(std::move(languages)) {}
+
+    // One span per language; a language the text lacks shows its English.
+    std::string say(const Words& w) const {
+        std::string out;
+        for (const std::string& l : languages_) {
+            auto it = w.find(l);
+            if (it == w.end()) {
+                it = w.find("en");
+            }
+            if (it != w.end()) {
+                out += "<span lang=\"" + l + "\">" + xml_escape(it->second) + "</span>";
+            }
+        }
+        return out;
+    }
+    std::string say(const std::string& key) const { return say(page_words().at(key)); }
+    const std::vector<std::string>& languages() const { return languages_; }
+
+private:
+    std::vector<std::string> languages_;
+};
+
+// Every language any text of the page has, English first.
+std::vector<std::string> languages_of(const std::vector<Lesson>& lessons) {
+    std::set<std::string> found;
+    auto add = [&](const Words& w) {
+        for (const auto& [l, t] : w) {
+            found.insert(l);
+        }
+    };
+    for (const auto& [key, w] : page_words()) {
+        add(w);
+    }
+    for (const Lesson& l : lessons) {
+        add(l.title);
+        add(l.claim);
+        add(l.verdict_text);
+    }
+    std::vector<std::string> out = {"en"};
+    for (const std::string& l : found) {
+        if (l != "en") {
+            out.push_back(l);
+        }
+    }
+    return out;
+}
+
+// An SVG document as an element of the page: without its XML declaration.
+std::string inline_svg(const std::string& svg) {
+    size_t start = svg.find("<svg");
+    return start == std::string::npos ? "" : svg.substr(start);
+}
+
+const char* const kStyle = R"css(
+:root { --ink: #111; --paper: #fff; --muted: #555; --rule: #ccc;
+        --holds: #1b7f3b; --not: #b3261e; --cannot: #6a4fb3; --none: #666; }
+* { box-sizing: border-box; }
+html { font-size: clamp(17px, 0.9rem + 0.55vw, 26px); }
+body { margin: 0 auto; padding: 1rem clamp(0.8rem, 3vw, 3rem) 4rem; max-width: 72rem;
+       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif;
+       line-height: 1.5; color: var(--ink); background: var(--paper); }
+h1 { font-size: 1.8rem; line-height: 1.2; margin: 0.6rem 0; }
+h2 { font-size: 1.4rem; line-height: 1.25; margin: 2.5rem 0 0.6rem; padding-top: 1rem;
+     border-top: 3px solid var(--rule); }
+h3 { font-size: 1.05rem; margin: 1.2rem 0 0.4rem; color: var(--muted); text-transform: uppercase;
+     letter-spacing: 0.04em; }
+p { margin: 0.5rem 0; }
+a { color: #0b57d0; }
+.machine { color: var(--muted); font-size: 0.85rem; }
+.machine dt { font-weight: 600; }
+.machine dd { margin: 0 0 0.4rem 0; }
+nav#languages { float: right; }
+nav#languages button { font: inherit; font-size: 0.85rem; padding: 0.2rem 0.7rem; }
+ol.summary { padding-left: 1.6rem; }
+ol.summary li { margin: 0.3rem 0; }
+.badge { display: inline-block; padding: 0.05rem 0.6rem; border-radius: 0.4rem; color: #fff;
+         font-size: 0.8rem; font-weight: 700; white-space: nowrap; vertical-align: 0.1em; }
+.holds .badge, .badge.holds { background: var(--holds); }
+.does_not_hold .badge, .badge.does_not_hold { background: var(--not); }
+.cannot_show .badge, .badge.cannot_show { background: var(--cannot); }
+.not_measured .badge, .badge.not_measured { background: var(--none); }
+.claim-text { font-size: 1.1rem; }
+.verdict { border-left: 0.5rem solid var(--none); padding: 0.5rem 1rem; background: #f4f4f4; }
+.holds .verdict { border-color: var(--holds); background: #eef7f0; }
+.does_not_hold .verdict { border-color: var(--not); background: #fbefee; }
+.cannot_show .verdict { border-color: var(--cannot); background: #f3f0fa; }
+figure { margin: 1rem 0; }
+figure svg { display: block; width: 100%; height: auto; max-width: 60rem; background: #fff; }
+figcaption { font-size: 0.85rem; color: var(--muted); }
+.table { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+th, td { text-align: left; vertical-align: top; padding: 0.3rem 0.8rem 0.3rem 0;
+         border-bottom: 1px solid var(--rule); }
+td.value { font-variant-numeric: tabular-nums; }
+pre { background: #f4f4f4; padding: 0.6rem 0.8rem; font-size: 0.78rem; white-space: pre-wrap;
+      word-break: break-all; border-radius: 0.3rem; }
+.notes { font-size: 0.9rem; color: var(--muted); }
+.took { font-size: 0.8rem; color: var(--muted); }
+@media (max-width: 40rem) { h1 { font-size: 1.45rem; } h2 { font-size: 1.2rem; }
+                            th, td { padding-right: 0.4rem; } }
+)css";
+
+// Switches the shown language; the buttons exist only when the page has two or more.
+const char* const kScript = R"js(
+(function () {
+  var nav = document.getElementById('languages');
+  if (!nav) { return; }
+  nav.addEventListener('click', function (e) {
+    var lang = e.target.getAttribute('data-set-lang');
+    if (lang) {
+      document.body.setAttribute('data-show', lang);
+      document.documentElement.setAttribute('lang', lang);
+    }
+  });
+})();
+)js";
+
+std::string now_utc() {
+    std::time_t t = std::time(nullptr);
+    char text[40];
+    std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", std::gmtime(&t));
+    return text;
+}
+
+void write_lesson(std::ostringstream& o, const Page& page, const Lesson& l) {
+    std::string v = verdict_key(l.verdict);
+    o << "<section class=\"claim " << v << "\" id=\"claim-" << l.number << "\" data-claim=\""
+      << l.number << "\" data-verdict=\"" << v << "\">\n";
+    o << "<h2>" << l.number << ". " << page.say(l.title) << "</h2>\n";
+    o << "<p class=\"claim-text\"><strong>" << page.say("claim") << ":</strong> "
+      << page.say(l.claim) << "</p>\n";
+    o << "<div class=\"verdict\"><span class=\"badge\">" << page.say(v) << "</span> "
+      << page.say(l.verdict_text) << "</div>\n";
+    for (const Figure& f : l.figures) {
+        o << "<figure>\n" << inline_svg(f.svg) << "\n<figcaption>" << page.say(f.caption);
+        if (!f.file.empty()) {
+            o << " (<a href=\"" << xml_escape(f.file) << "\">" << page.say("figure_file")
+              << "</a>)";
+        }
+        o << "</figcaption>\n</figure>\n";
+    }
+    if (!l.numbers.empty()) {
+        o << "<h3>" << page.say("numbers") << "</h3>\n<div class=\"table\"><table>\n";
+        for (const Number& n : l.numbers) {
+            o << "<tr><th scope=\"row\">" << page.say(n.label) << "</th><td class=\"value\">"
+              << xml_escape(n.value) << "</td></tr>\n";
+        }
+        o << "</table></div>\n";
+    }
+    if (!l.notes.empty()) {
+        o << "<p class=\"notes\">" << page.say(l.notes) << "</p>\n";
+    }
+    if (!l.commands.empty()) {
+        o << "<h3>" << page.say("commands") << "</h3>\n<p class=\"notes\">"
+          << page.say("commands_hint") << " <a href=\"" << xml_escape(l.slug)
+          << "/log.txt\">log.txt</a>: " << page.say("log") << ".</p>\n<pre><code>";
+        for (const std::string& c : l.commands) {
+            o << xml_escape(c) << "\n";
+        }
+        o << "</code></pre>\n";
+    }
+    char took[40];
+    std::snprintf(took, sizeof took, " %.1f s", l.seconds);
+    o << "<p class=\"took\">" << page.say("took") << took << "</p>\n</section>\n";
+}
+
+}  // namespace
+
+std::string lessons_page(const LessonRun& run, const std::vector<Lesson>& lessons) {
+    Page page(languages_of(lessons));
+    std::ostringstream o;
+    o << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      << "<title>" << xml_escape(page_words().at("title").at("en")) << "</title>\n<style>"
+      << kStyle;
+    for (const std::string& l : page.languages()) {
+        o << "body[data-show=\"" << l << "\"] span[lang]:not([lang=\"" << l
+          << "\"]) { display: none; }\n";
+    }
+    o << "</style>\n</head>\n<body data-show=\"en\">\n";
+    // The switch is in the page only once there is something to switch to.
+    if (page.languages().size() > 1) {
+        o << "<nav id=\"languages\">";
+        for (const std::string& l : page.languages()) {
+            auto name = page_words().at("language");
+            o << "<button type=\"button\" data-set-lang=\"" << l << "\">"
+              << xml_escape(name.count(l) ? name.at(l) : l) << "</button> ";
+        }
+        o << "</nav>\n";
+    }
+    o << "<h1>" << page.say("title") << "</h1>\n<p>" << page.say("intro") << "</p>\n";
+    o << "<dl class=\"machine\"><dt>" << page.say("machine") << "</dt><dd>"
+      << xml_escape(run.machine.cpu_model + ", " + std::to_string(run.machine.cores) + " cores, " +
+                    run.machine.kernel + "; io_uring " + run.machine.io_uring + "; " + run.pin.text)
+      << "</dd><dt>" << page.say("run") << "</dt><dd>" << page.say(run.quick ? "quick" : "full")
+      << xml_escape(", " + now_utc() + ", " + run.machine.command) << "</dd></dl>\n";
+
+    o << "<h2>" << page.say("summary") << "</h2>\n<ol class=\"summary\">\n";
+    for (const Lesson& l : lessons) {
+        std::string v = verdict_key(l.verdict);
+        o << "<li value=\"" << l.number << "\"><a href=\"#claim-" << l.number << "\">"
+          << page.say(l.title) << "</a> <span class=\"badge " << v << "\">" << page.say(v)
+          << "</span></li>\n";
+    }
+    o << "</ol>\n";
+    for (const Lesson& l : lessons) {
+        write_lesson(o, page, l);
+    }
+    o << "<script>" << kScript << "</script>\n</body>\n</html>\n";
+    return o.str();
+}
+
+}  // namespace iolab
