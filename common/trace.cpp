@@ -36,9 +36,16 @@ void record(const char* call, int fd, long result, Clock::time_point start) {
     } else {
         std::snprintf(ret, sizeof ret, "%ld", result);
     }
-    char line[160];
-    int n = std::snprintf(line, sizeof line, "%10lld %s fd=%d ret=%s dur_us=%lld\n", at, call, fd,
-                          ret, dur);
+    // mono_ns is the start on CLOCK_MONOTONIC (steady_clock's clock on Linux), the one clock
+    // every process on the machine shares, so a client's send and this call can be set side by
+    // side. gettid(2) is asked every time rather than cached: a forked child (02_process_per_conn)
+    // would inherit a cached value from the thread that forked it.
+    long long mono =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count();
+    char line[224];
+    int n =
+        std::snprintf(line, sizeof line, "%10lld %s fd=%d ret=%s dur_us=%lld mono_ns=%lld tid=%d\n",
+                      at, call, fd, ret, dur, mono, static_cast<int>(::gettid()));
     if (n > 0) {
         size_t len =
             static_cast<size_t>(n) < sizeof line ? static_cast<size_t>(n) : sizeof line - 1;

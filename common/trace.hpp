@@ -2,7 +2,12 @@
 // wait and a copy apart. The format is stable (iolab parses it):
 //
 //   <usec since start> <call> fd=<fd> ret=<bytes, count, or -ERRNO> dur_us=<usec inside the call>
-//   e.g.   1534021 recv fd=7 ret=-EAGAIN dur_us=1
+//       mono_ns=<start on CLOCK_MONOTONIC, ns> tid=<gettid()>
+//   e.g.   1534021 recv fd=7 ret=-EAGAIN dur_us=1 mono_ns=81234567890123 tid=4242
+//
+// The first five fields keep their meaning and order; later fields are only ever appended, so a
+// script that reads the fields it knows by position keeps working. mono_ns and tid place every
+// call of every thread and process on the one clock the machine shares (iolab timeline).
 //
 // Models wrap the call that defines them, leaving the call itself in plain view:
 //   ssize_t n = TRACE_IO("recv", c.fd.get(), ::recv(c.fd.get(), buf, len, 0));

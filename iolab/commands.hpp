@@ -58,6 +58,18 @@ struct DemoOptions {
 };
 int run_demo(const DemoOptions& opt);
 
+// iolab timeline (iolab/timeline.hpp): one variant, or every one, under a scripted scene, drawn as
+// a swimlane SVG of who waits when.
+struct TimelineCommand {
+    std::string variant;
+    bool all = false;
+    std::string scene = "default";
+    std::string out;  // the SVG for one variant (default: out_dir/timeline-NAME.svg)
+    std::string out_dir = "results";
+    std::string strace = "auto";  // auto: only where the trace misses threads; on; off
+};
+int run_timeline(const TimelineCommand& cmd);
+
 struct LessonsOptions {
     bool quick = false;  // short load points: about a minute in all
     std::string out = "lessons";

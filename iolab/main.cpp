@@ -6,7 +6,8 @@
 //   iolab scale VARIANT             100 .. 10,000 connections: memory per connection, p99, refusals
 //   iolab scale VARIANTS --idle     100 active connections beside 0 .. 10,000 idle: CPU, syscalls
 //   iolab demo [--stall]            every server on its default port, a live table for the class
-//   iolab lessons [--quick]         every claim of the course tested here: DIR/index.html
+//   iolab timeline VARIANT          a scripted scene, traced, drawn as a swimlane SVG: who waits
+//   when iolab lessons [--quick]         every claim of the course tested here: DIR/index.html
 //
 // docs/measuring.md explains how each figure is measured and what it costs.
 
@@ -180,6 +181,24 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     lessons_cmd->add_option("--only", lessons.only, "Claim numbers to run, comma-separated");
 
+    TimelineCommand timeline;
+    CLI::App* timeline_cmd = app.add_subcommand(
+        "timeline", "A scripted scene against one variant, traced, drawn as a swimlane SVG");
+    timeline_cmd->add_option("variant", timeline.variant, "Variant name (see iolab list)");
+    timeline_cmd->add_flag("--all", timeline.all, "Every variant, one SVG each in --out-dir");
+    timeline_cmd->add_option("--scene", timeline.scene, "default, slow, work or ping")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"default", "slow", "work", "ping"}));
+    timeline_cmd->add_option("--out", timeline.out, "The SVG to write (one variant)");
+    timeline_cmd->add_option("--out-dir", timeline.out_dir, "Directory for timeline-VARIANT.svg")
+        ->capture_default_str();
+    timeline_cmd
+        ->add_option("--strace", timeline.strace,
+                     "Also run the server under strace -f -ttt -T: auto (where the program does "
+                     "not trace every thread itself), on, off")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "on", "off"}));
+
     if (int rc = parse_command_line(app, argc, argv); rc >= 0) {
         return rc;
     }
@@ -209,6 +228,13 @@ int main(int argc, char** argv) {
         }
         if (app.got_subcommand(demo_cmd)) {
             return run_demo(demo);
+        }
+        if (app.got_subcommand(timeline_cmd)) {
+            if (timeline.all == !timeline.variant.empty()) {
+                std::fprintf(stderr, "iolab timeline: name one variant, or --all\n");
+                return 2;
+            }
+            return run_timeline(timeline);
         }
         if (app.got_subcommand(lessons_cmd)) {
             return run_lessons(lessons, command_line);

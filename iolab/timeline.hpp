@@ -143,10 +143,11 @@ struct Bar {
     Activity activity = Activity::other;
     // A call that held both phases: the moment the client sent, where waiting turns to copying.
     std::optional<int64_t> split_ns;
-    std::string label;  // drawn inside the bar when it fits
-    std::string title;  // the SVG <title>: call, fd, result, duration
-    int count = 1;      // calls merged into this bar (a busy-poll run)
-    std::string source;
+    std::string label;       // drawn inside the bar when it fits
+    std::string title;       // the SVG <title>: call, fd, result, duration
+    std::string client;      // the scene's client whose connection the call was on, if known
+    bool read_call = false;  // recv, read, recvfrom...: a call that reads a socket itself
+    std::string source;      // "--trace", "strace", "client", "inferred"
 };
 
 struct Lane {
@@ -165,16 +166,27 @@ struct Chart {
     std::vector<std::string> notes;  // lines under the legend: sources, what was inferred
 };
 
-// Builds the lanes from the server's calls and the clients' records. `server_pid` names the main
-// thread; `processes` labels other tids as child processes rather than threads.
-Chart build_chart(const std::vector<Call>& calls, const std::vector<ClientRecord>& clients,
-                  int server_pid, bool processes, int64_t t0_ns, int64_t t1_ns);
+struct ChartInput {
+    std::vector<Call> calls;  // the server's, from every source
+    std::vector<ClientRecord> clients;
+    int server_pid = 0;       // its tid is the main thread
+    bool processes = false;   // other tids are child processes (02_process_per_conn)
+    std::string helper_name;  // what to call a thread only strace saw ("glibc AIO helper")
+    int64_t t0_ns = 0;
+    int64_t t1_ns = 0;
+    std::string title;
+    std::string subtitle;
+};
 
-// The chart as a standalone SVG document.
-std::string render_svg(const Chart& chart);
+// Builds the lanes: one per server thread (or process), one for io_uring's kernel side when the
+// calls hold completions, one per client.
+Chart build_chart(const ChartInput& in);
+
+// The chart as a standalone SVG document, `width` pixels wide.
+std::string render_svg(const Chart& chart, int width = 1600);
 
 // The measured numbers of a chart (TimelineResult's fields other than the run's own).
-void summarize(const Chart& chart, const std::vector<Call>& calls, TimelineResult& result);
+void summarize(const Chart& chart, const ChartInput& in, TimelineResult& result);
 
 }  // namespace timeline
 
