@@ -1,8 +1,6 @@
 #include "harness/clients.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -39,30 +37,26 @@ bool wait_for(int fd, short events, Clock::time_point until) {
 
 Client Client::connect(uint16_t port, const std::string& host, std::chrono::milliseconds deadline) {
     Client c;
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) {
-        throw std::system_error(EINVAL, std::generic_category(), "connect: bad address " + host);
-    }
-    Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    SocketAddress addr = parse_address(host, port, "connect");
+    Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) {
         throw_errno("socket");
     }
-    int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    int rc = ::connect(fd.get(), addr.get(), addr.len);
     if (rc < 0 && errno != EINPROGRESS) {
-        throw_errno("connect 127.0.0.1:" + std::to_string(port));
+        throw_errno("connect " + host_port(host, port));
     }
     if (rc < 0) {
         if (!wait_for(fd.get(), POLLOUT, Clock::now() + deadline)) {
-            throw std::system_error(ETIMEDOUT, std::generic_category(), "connect");
+            throw std::system_error(ETIMEDOUT, std::generic_category(),
+                                    "connect " + host_port(host, port));
         }
         int err = 0;
         socklen_t len = sizeof err;
         ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0) {
             throw std::system_error(err, std::generic_category(),
-                                    "connect 127.0.0.1:" + std::to_string(port));
+                                    "connect " + host_port(host, port));
         }
     }
     set_nodelay(fd.get());

@@ -211,20 +211,10 @@ LoadGen::~LoadGen() = default;
 size_t LoadGen::add_target(const std::string& host, uint16_t port, int conns, double rate,
                            int work_conns, int work_ms) {
     Target t;
-    t.name = host + ":" + std::to_string(port);
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&t.addr);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&t.addr);
-    if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons(port);
-        t.addr_len = sizeof *v4;
-    } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons(port);
-        t.addr_len = sizeof *v6;
-    } else {
-        throw std::system_error(EINVAL, std::generic_category(), "load target address " + host);
-    }
+    t.name = host_port(host, port);
+    SocketAddress addr = parse_address(host, port, "load target");
+    t.addr = addr.storage;
+    t.addr_len = addr.len;
     t.rate = rate;
     t.work_ms = work_ms;
     t.first = conns_.size();

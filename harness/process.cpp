@@ -1,6 +1,5 @@
 #include "harness/process.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,8 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "harness/spawn.hpp"
 
@@ -227,59 +224,6 @@ std::string ServerProcess::stderr_text() const {
         off += n;
     }
     return out;
-}
-
-std::optional<ProcStats> read_proc_stats(pid_t pid) {
-    std::string dir = "/proc/" + std::to_string(pid);
-    std::ifstream stat(dir + "/stat");
-    std::string text;
-    if (!std::getline(stat, text)) {
-        return std::nullopt;
-    }
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    size_t close = text.rfind(')');
-    if (close == std::string::npos) {
-        return std::nullopt;
-    }
-    std::istringstream rest(text.substr(close + 2));
-    std::vector<std::string> f;
-    std::string word;
-    while (rest >> word) {
-        f.push_back(word);
-    }
-    // rest starts at field 3 (state); utime is field 14, stime 15, num_threads 20, rss 24.
-    auto field = [&](int n) -> long long {
-        size_t i = static_cast<size_t>(n - 3);
-        return i < f.size() ? std::atoll(f[i].c_str()) : 0;
-    };
-    ProcStats s;
-    double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
-    s.cpu_user_s = static_cast<double>(field(14)) / tick;
-    s.cpu_sys_s = static_cast<double>(field(15)) / tick;
-    s.threads = static_cast<int>(field(20));
-    s.rss_kib = field(24) * ::sysconf(_SC_PAGESIZE) / 1024;
-
-    std::ifstream status(dir + "/status");
-    std::string line;
-    while (std::getline(status, line)) {
-        if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
-            s.ctx_voluntary = std::atol(line.c_str() + 24);
-        } else if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
-            s.ctx_involuntary = std::atol(line.c_str() + 27);
-        } else if (line.rfind("VmRSS:", 0) == 0) {
-            s.rss_kib = std::atol(line.c_str() + 6);
-        }
-    }
-    std::string fd_dir = dir + "/fd";
-    if (auto* d = ::opendir(fd_dir.c_str())) {
-        while (auto* e = ::readdir(d)) {
-            if (e->d_name[0] != '.') {
-                ++s.fds;
-            }
-        }
-        ::closedir(d);
-    }
-    return s;
 }
 
 }  // namespace iolab

@@ -1,5 +1,5 @@
-// Runs a server variant as a child process, exactly as a student would start it, and reads what
-// the kernel knows about it from /proc.
+// Runs a server variant as a child process, exactly as a student would start it. What the kernel
+// knows about it (read_proc_stats and the rest) is read from /proc by harness/procinfo.hpp.
 #pragma once
 
 #include <sys/types.h>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "harness/procinfo.hpp"
 #include "harness/registry.hpp"
 
 namespace iolab {
@@ -71,18 +72,5 @@ private:
     Fd stderr_;  // a memfd the child's stderr goes to
     int exit_code_ = -2;
 };
-
-// What /proc/PID says about a process.
-struct ProcStats {
-    int threads = 0;
-    long rss_kib = 0;
-    double cpu_user_s = 0;
-    double cpu_sys_s = 0;
-    long ctx_voluntary = 0;
-    long ctx_involuntary = 0;
-    int fds = 0;
-    double cpu_s() const { return cpu_user_s + cpu_sys_s; }
-};
-std::optional<ProcStats> read_proc_stats(pid_t pid);
 
 }  // namespace iolab

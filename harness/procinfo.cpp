@@ -126,6 +126,37 @@ CtxSwitches process_ctx_switches(pid_t pid) {
     return total;
 }
 
+std::optional<ProcStats> read_proc_stats(pid_t pid) {
+    std::vector<long long> stat = proc_stat(pid);
+    if (stat.empty()) {
+        return std::nullopt;
+    }
+    auto field = [&](size_t n) { return n < stat.size() ? stat[n] : 0; };
+    std::string dir = "/proc/" + std::to_string(pid);
+    ProcStats s;
+    double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    s.cpu_user_s = static_cast<double>(field(14)) / tick;
+    s.cpu_sys_s = static_cast<double>(field(15)) / tick;
+    s.threads = static_cast<int>(field(20));
+    s.rss_kib = static_cast<long>(field(24) * ::sysconf(_SC_PAGESIZE) / 1024);
+    std::vector<long> rss = proc_numbers(dir + "/status", {"VmRSS"});
+    if (!rss.empty() && rss[0] >= 0) {
+        s.rss_kib = rss[0];
+    }
+    CtxSwitches ctx = process_ctx_switches(pid);
+    s.ctx_voluntary = ctx.voluntary;
+    s.ctx_involuntary = ctx.involuntary;
+    if (DIR* d = ::opendir((dir + "/fd").c_str())) {
+        while (dirent* e = ::readdir(d)) {
+            if (e->d_name[0] != '.') {
+                ++s.fds;
+            }
+        }
+        ::closedir(d);
+    }
+    return s;
+}
+
 std::vector<pid_t> process_tree(pid_t pid) {
     std::vector<pid_t> tree;
     if (::kill(pid, 0) != 0 && errno == ESRCH) {

@@ -33,6 +33,21 @@ std::vector<long> proc_numbers(const std::string& path,
 // letter) read as 0, and so does [0]. Empty if the process is gone.
 std::vector<long long> proc_stat(pid_t pid);
 
+// What /proc/PID says about one process (not its children): CPU time from /proc/PID/stat, in
+// 10 ms clock ticks (process_cpu_s is exact), its threads, its resident set (VmRSS), its open
+// descriptors, and its context switches summed over every live thread, as process_ctx_switches.
+struct ProcStats {
+    int threads = 0;
+    long rss_kib = 0;
+    double cpu_user_s = 0;
+    double cpu_sys_s = 0;
+    long ctx_voluntary = 0;
+    long ctx_involuntary = 0;
+    int fds = 0;
+    double cpu_s() const { return cpu_user_s + cpu_sys_s; }
+};
+std::optional<ProcStats> read_proc_stats(pid_t pid);
+
 // User + system CPU time of every thread of `pid`, dead threads included, in seconds, from the
 // process's CPU-time clock (clock_getcpuclockid). /proc/PID/stat counts in 10 ms ticks, too coarse
 // for a one-second measurement. Negative if the process is gone.

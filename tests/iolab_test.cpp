@@ -39,6 +39,7 @@
 #include "harness/registry.hpp"
 #include "harness/histogram.hpp"
 #include "harness/results.hpp"
+#include "harness/spawn.hpp"
 #include "harness/svg.hpp"
 
 using namespace iolab;
@@ -1004,33 +1005,20 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
-// Runs argv with stdout and stderr to files; kills it after `deadline`. Returns the exit code.
+// Runs argv with stdout and stderr to one file (harness/spawn.hpp); kills it after `deadline`.
+// Returns the exit code, 128 + the signal that ended it, or -1 at the deadline.
 int run_child(const std::vector<std::string>& args, const std::string& out_path,
               std::chrono::seconds deadline) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-        std::vector<char*> argv;
-        for (const auto& a : args) {
-            argv.push_back(const_cast<char*>(a.c_str()));
-        }
-        argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
+    Fd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!out) {
+        return -1;
     }
-    auto until = std::chrono::steady_clock::now() + deadline;
-    int status = 0;
-    while (::waitpid(pid, &status, WNOHANG) == 0) {
-        if (std::chrono::steady_clock::now() > until) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, &status, 0);
-            return -1;
-        }
-        std::this_thread::sleep_for(20ms);
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    SpawnSpec spec;
+    spec.argv = args;
+    spec.stdout_fd = out.get();
+    spec.stderr_fd = out.get();
+    std::optional<int> status = wait_or_kill(spawn(spec), deadline);
+    return status ? exit_code(*status) : -1;
 }
 
 }  // namespace
