@@ -10,6 +10,7 @@ struct CompareOptions {
     std::string models;  // comma-separated names or prefixes; empty = every variant
     std::string conns = "1,100,1000";
     size_t payload = 64;
+    std::string mode = "qa";  // qa: ECHO requests; echo: raw bytes, servers run with --mode echo
     double duration = 1.0;
     double warmup = 0.2;
     double rate = 0;  // 0 = closed loop

@@ -103,7 +103,10 @@ void write_charts(const std::string& dir, const std::string& load, const std::st
 }
 
 int run_compare(const CompareOptions& opt, const std::string& command_line) {
-    std::vector<Variant> variants = select_variants(registry(self_dir()), opt.models);
+    // The yardsticks (bench/) run only when named: they are measures, not lab servers.
+    std::vector<Variant> variants = select_variants(
+        registry(self_dir(), opt.models.empty() ? Rows::lab : Rows::with_yardsticks), opt.models);
+    bool echo = opt.mode == "echo";
     std::vector<int> conns = parse_int_list(opt.conns);
     Pinning pin = plan_pinning();
     raise_fd_limit();
@@ -113,12 +116,13 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     info.pinning = pin.text;
     char load[256];
     std::snprintf(load, sizeof load,
-                  "%s, QA requests ECHO with %zu bytes of text, %.1f s measured after %.1f s of "
+                  "%s, %s %zu bytes, %.1f s measured after %.1f s of "
                   "warm-up per point, every reply checked byte for byte",
                   opt.rate > 0
                       ? ("open loop at " + std::to_string((long)opt.rate) + " req/s").c_str()
                       : "closed loop",
-                  opt.payload, opt.duration, opt.warmup);
+                  echo ? "echo mode, requests of" : "QA requests ECHO with text of", opt.payload,
+                  opt.duration, opt.warmup);
     info.load = load;
 
     int max_conns = conns.back();
@@ -142,11 +146,11 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     std::vector<Skipped> skipped;
     for (size_t vi = 0; vi < variants.size() && !stop_requested(); ++vi) {
         const Variant& v = variants[vi];
-        CountedServer counted =
-            start_counted(v,
-                          {"--max-conns", std::to_string(std::max(1000, max_conns + 16)),
-                           "--max-line", std::to_string(std::max<size_t>(4096, opt.payload + 16))},
-                          pin);
+        CountedServer counted = start_counted(
+            v,
+            {"--max-conns", std::to_string(std::max(1000, max_conns + 16)), "--max-line",
+             std::to_string(std::max<size_t>(4096, opt.payload + 16)), "--mode", opt.mode},
+            pin);
         ServerProcess& server = counted.process;
         note_counters(info, counted.counters);
         if (!server.running()) {
@@ -184,6 +188,7 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
             PointSpec spec;
             spec.conns = n;
             spec.payload = opt.payload;
+            spec.mode = echo ? Mode::echo : Mode::qa;
             spec.rate = opt.rate;
             spec.duration_s = opt.duration;
             spec.warmup_s = opt.warmup;
@@ -222,8 +227,9 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
     std::string table = results_table(rows, skipped);
     write_text_file(opt.out + "/results.txt", table);
     char load_title[160];
-    std::snprintf(load_title, sizeof load_title, "%s, %zu-byte ECHO, %.1f s per point",
-                  info.load.substr(0, info.load.find(',')).c_str(), opt.payload, opt.duration);
+    std::snprintf(load_title, sizeof load_title, "%s, %zu-byte %s, %.1f s per point",
+                  info.load.substr(0, info.load.find(',')).c_str(), opt.payload,
+                  echo ? "echo" : "ECHO", opt.duration);
     std::string note = info.cpu_model + ", " + std::to_string(info.cores) + " cores; " + pin.text +
                        "; syscalls: " + info.syscalls.substr(0, info.syscalls.find(':'));
     write_charts(opt.out, load_title, note, rows);

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
     compare->add_option("--payload", cmp.payload, "Bytes of ECHO text per request (0 = PING)")
         ->capture_default_str()
         ->check(CLI::Range(size_t{0}, size_t{60000}));
+    compare->add_option("--mode", cmp.mode, "qa: ECHO requests; echo: raw bytes echoed")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"qa", "echo"}));
     compare->add_option("--duration", cmp.duration, "Seconds measured per point")
         ->capture_default_str()
         ->check(CLI::Range(0.1, 600.0));
