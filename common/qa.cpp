@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -239,13 +240,22 @@ namespace iolab {
 
 bool block_for_work(int ms) {
     using namespace std::chrono;
-    auto until = steady_clock::now() + milliseconds(ms);
+    auto start = steady_clock::now();
+    auto until = start + milliseconds(ms);
     for (;;) {
         if (stop_requested()) {
+            if (trace::enabled()) {
+                trace::record("work", -1, -ECANCELED, start);
+            }
             return false;
         }
         auto left = until - steady_clock::now();
         if (left <= steady_clock::duration::zero()) {
+            // Not a system call: the handler's own time, so that a timeline can draw it (iolab
+            // timeline). It is traced, not counted.
+            if (trace::enabled()) {
+                trace::record("work", -1, ms, start);
+            }
             return true;
         }
         std::this_thread::sleep_for(std::min<steady_clock::duration>(left, milliseconds(20)));
