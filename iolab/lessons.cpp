@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -111,6 +112,9 @@ int run_lessons(const LessonsOptions& opt, const std::string& command_line) {
             judge(l, Verdict::not_measured, en(std::string("The experiment failed: ") + e.what()));
         }
         l.seconds = static_cast<double>(now_ns() - t0) / 1e9;
+        if (std::filesystem::exists(run.dir(l) + "/log.txt")) {
+            l.log = l.slug + "/log.txt";
+        }
         char load_text[64];
         std::snprintf(load_text, sizeof load_text, "%.1f on %d cores", load, run.machine.cores);
         l.numbers.push_back({en("load average when the experiment started"), load_text});

@@ -52,6 +52,7 @@ struct Lesson {
     Verdict verdict = Verdict::not_measured;
     Words verdict_text;  // by how much, from the numbers
     Words notes;         // what this machine can and cannot show
+    std::string log;     // what the commands printed, relative to the page; "" if nothing
     double seconds = 0;  // how long the experiment took
 };
 

@@ -6,6 +6,7 @@
 // language the page has, as <span lang="xx">; CSS shows the language named by <body
 // data-show="xx">, and the switch at the top, hidden while the page has one language, sets it.
 
+#include <cstdlib>
 #include <ctime>
 #include <set>
 #include <sstream>
@@ -45,7 +46,6 @@ const std::map<std::string, Words>& page_words() {
         {"does_not_hold", en("does not hold here")},
         {"cannot_show", en("cannot be shown here")},
         {"not_measured", en("not measured")},
-        {"pending", en("this claim has not run yet")},
     };
     return words;
 }
@@ -114,10 +114,21 @@ std::vector<std::string> languages_of(const std::vector<Lesson>& lessons) {
     return out;
 }
 
-// An SVG document as an element of the page: without its XML declaration.
+// An SVG document as an element of the page: without its XML declaration. A chart wider than
+// 1000 pixels (a timeline) is marked wide: on a phone it keeps a readable size and scrolls
+// sideways instead of shrinking to the screen.
 std::string inline_svg(const std::string& svg) {
     size_t start = svg.find("<svg");
-    return start == std::string::npos ? "" : svg.substr(start);
+    if (start == std::string::npos) {
+        return "";
+    }
+    std::string out = svg.substr(start);
+    size_t width = out.find(" width=\"");
+    size_t end = out.find('>');
+    if (width != std::string::npos && width < end && std::atoi(out.c_str() + width + 8) > 1000) {
+        out.insert(4, " class=\"wide\"");
+    }
+    return out;
 }
 
 const char* const kStyle = R"css(
@@ -153,7 +164,7 @@ ol.summary li { margin: 0.3rem 0; }
 .holds .verdict { border-color: var(--holds); background: #eef7f0; }
 .does_not_hold .verdict { border-color: var(--not); background: #fbefee; }
 .cannot_show .verdict { border-color: var(--cannot); background: #f3f0fa; }
-figure { margin: 1rem 0; }
+figure { margin: 1rem 0; overflow-x: auto; }
 figure svg { display: block; width: 100%; height: auto; max-width: 60rem; background: #fff; }
 figcaption { font-size: 0.85rem; color: var(--muted); }
 .table { overflow-x: auto; }
@@ -166,7 +177,8 @@ pre { background: #f4f4f4; padding: 0.6rem 0.8rem; font-size: 0.78rem; white-spa
 .notes { font-size: 0.9rem; color: var(--muted); }
 .took { font-size: 0.8rem; color: var(--muted); }
 @media (max-width: 40rem) { h1 { font-size: 1.45rem; } h2 { font-size: 1.2rem; }
-                            th, td { padding-right: 0.4rem; } }
+                            th, td { padding-right: 0.4rem; }
+                            figure svg { min-width: 36rem; } figure svg.wide { min-width: 60rem; } }
 )css";
 
 // Switches the shown language; the buttons exist only when the page has two or more.
@@ -221,8 +233,11 @@ void write_lesson(std::ostringstream& o, const Page& page, const Lesson& l) {
     }
     if (!l.commands.empty()) {
         o << "<h3>" << page.say("commands") << "</h3>\n<p class=\"notes\">"
-          << page.say("commands_hint") << " <a href=\"" << xml_escape(l.slug)
-          << "/log.txt\">log.txt</a>: " << page.say("log") << ".</p>\n<pre><code>";
+          << page.say("commands_hint");
+        if (!l.log.empty()) {
+            o << " <a href=\"" << xml_escape(l.log) << "\">log.txt</a>: " << page.say("log") << ".";
+        }
+        o << "</p>\n<pre><code>";
         for (const std::string& c : l.commands) {
             o << xml_escape(c) << "\n";
         }

@@ -3,8 +3,11 @@
 # Used by scripts/compare.sh and scripts/test.sh; safe to run again (it installs nothing twice).
 set -euo pipefail
 
+# chromium: the headless browser that opens the page of iolab lessons in the test lessons_browser
+# (tests/lessons_browser_test.py); python3 runs that test.
 packages=(g++ cmake ninja-build make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev
-          libevent-dev libasio-dev nlohmann-json3-dev netcat-openbsd clang-format git)
+          libevent-dev libasio-dev nlohmann-json3-dev netcat-openbsd clang-format git chromium
+          python3)
 
 missing=()
 for p in "${packages[@]}"; do
