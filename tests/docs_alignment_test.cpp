@@ -184,14 +184,16 @@ std::vector<Link> links_of(const std::string& line, int number, std::string& mas
             }
         }
         size_t end = masked.find(')', pos + 2);
-        if (!open || end == std::string::npos) {
+        if (end == std::string::npos) {
             continue;
         }
+        // No '[' on this line: the link's text began on an earlier line of the paragraph (a
+        // wrapped link). Its target is here, and it counts like any other.
         std::string target = trim(line.substr(pos + 2, end - pos - 2));
         if (size_t space = target.find(' '); space != std::string::npos) {
             target.resize(space);  // a title after the target is text, not a path
         }
-        links.push_back({number, target, *open > 0 && masked[*open - 1] == '!'});
+        links.push_back({number, target, open && *open > 0 && masked[*open - 1] == '!'});
         std::fill(masked.begin() + static_cast<long>(pos) + 2,
                   masked.begin() + static_cast<long>(end), ' ');
         pos = end;
@@ -877,6 +879,16 @@ TEST(Alignment, LinkTargetDrift) {
                 "the Chinese to docs/c.md"});
     expect_one(check(kEnglish, replaced(kChinese, "img/c.svg", "img/d.svg")),
                {"link 2", "img/d.svg here, img/c.svg in English"});
+}
+
+TEST(Alignment, WrappedLinkIsStillALink) {
+    // A link whose text wraps onto the next line still counts, and its target is checked.
+    const std::string en =
+        "English | [中文](a.zh-CN.md)\n\n# A\n\nSee [its\ntimeline](img/t.svg).\n";
+    const std::string zh = "[English](a.md) | 中文\n\n# A\n\n见[它的\n时间线](img/t.svg)。\n";
+    EXPECT_EQ(report(check(en, zh)), "");
+    expect_one(check(en, replaced(zh, "img/t.svg", "img/u.svg")),
+               {"link 1", "img/u.svg here, img/t.svg in English"});
 }
 
 TEST(Alignment, LinkToTheEnglishDocumentIsFineToo) {
