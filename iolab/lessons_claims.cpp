@@ -541,7 +541,9 @@ void posix_aio(LessonRun& run, Lesson& l) {
     }
     FutexCount futex_aio = futexes(run, "07_aio", 200);
     FutexCount futex_epoll = futexes(run, "05_epoll", 200);
-    l.commands.push_back(futex_aio.command + "   (then PING it, and stop the server)");
+    l.commands.push_back(
+        futex_aio.command +
+        "   # PING it from another terminal, then Ctrl-C: futex.txt has the count");
     l.numbers.push_back(
         {en("futex calls per request, counted by strace -f (07_aio, 05_epoll)"),
          (futex_aio.ran ? text(futex_aio.per_request, "%.1f") : "not measured: " + futex_aio.why) +
@@ -577,9 +579,8 @@ void kernel_aio(LessonRun& run, Lesson& l) {
     Results r = compare(run, l, "07_aio_kernel,05_epoll", "1,100");
     CallCounts calls = traced_calls(run, "07_aio_kernel", 50);
     CallCounts epoll_calls = traced_calls(run, "05_epoll", 50);
-    l.commands.push_back(
-        "printf 'PING\\n%.0s' {1..50} | 07_aio_client --port 9007   "
-        "(07_aio_kernel_server --trace in another terminal)");
+    l.commands.push_back("07_aio_kernel_server --trace   # in one terminal; its calls, on stderr");
+    l.commands.push_back("printf 'PING\\n%.0s' {1..50} | 07_aio_client --port 9007   # in another");
     std::vector<std::string> names = {"07_aio_kernel", "05_epoll"};
     add_chart(run, l, "syscalls.svg",
               {"System calls per request", "connections", "syscalls per request", true, false,
@@ -652,6 +653,13 @@ void multi_reactor(LessonRun& run, Lesson& l) {
                                  text(r.get(v, 100, "threads"), "%.0f threads")});
     }
     l.numbers.push_back({en("CPUs the server may use here"), std::to_string(run.server_cpus)});
+    const json* multi_row = r.row("08_reactor_multi", 100);
+    bool client_bound = multi_row != nullptr && multi_row->value("client_bound", false);
+    if (client_bound) {
+        l.notes =
+            en("The load generator used most of its CPU (client-bound): it, not the server, "
+               "set the pace, so neither reactor needed more than part of a core.");
+    }
     if (one < 0 || multi < 0) {
         judge(l, Verdict::not_measured, en("compare did not produce its figures (see log.txt)."));
         return;

@@ -311,7 +311,7 @@ FutexCount futexes(const LessonRun& run, const std::string& variant, int request
     const Variant& v = found.front();
     std::string file = std::filesystem::temp_directory_path() /
                        ("iolab-lessons-strace-" + std::to_string(::getpid()) + ".txt");
-    out.command = std::string("strace -f -c -e trace=futex -o FILE ") + v.binary;
+    out.command = std::string("strace -f -c -e trace=futex -o futex.txt ") + v.binary;
     if (::access(strace, X_OK) != 0) {
         out.why = "strace is not installed";
         return out;
