@@ -315,6 +315,15 @@ std::string paranoid_level() {
 
 KernelCounters KernelCounters::open_on_this_thread() {
     KernelCounters k;
+    // The counter has a price: an enabled sys_enter tracepoint sends every system call of the
+    // counted processes through the kernel's slower traced entry path. IOLAB_SYSCALL_COUNTER=off
+    // measures without it (the figures fall back to the servers' own traced count), so that the
+    // price itself can be measured (docs/measuring.md).
+    if (const char* v = std::getenv("IOLAB_SYSCALL_COUNTER");
+        v != nullptr && std::string(v) == "off") {
+        k.why_ = "turned off by IOLAB_SYSCALL_COUNTER=off";
+        return k;
+    }
     if (!tracefs_present() && ::geteuid() == 0) {
         // A root shell in a fresh container or VM often lacks the mount; the tracepoint ids live
         // only there. If the mount fails, the error below says that no tracefs was found.
