@@ -58,8 +58,8 @@ struct Axis {
     }
 };
 
-// A log axis on 1-2-5 steps from the step at or below the least value to the one at or above the
-// greatest; only the powers of ten are labelled when it spans more than two decades.
+// A log axis from the 1-2-5 step at or below the least value to the one at or above the
+// greatest.
 Axis log_axis(double least, double most) {
     Axis a;
     a.log = true;
@@ -84,25 +84,28 @@ Axis log_axis(double least, double most) {
     if (a.hi <= a.lo) {
         a.hi = a.lo * 2;
     }
-    bool decades_only = a.hi / a.lo > 200;
-    for (double s : steps) {
-        double mantissa = s / std::pow(10.0, std::floor(std::log10(s) + 1e-9));
-        if (s >= a.lo * 0.9999 && s <= a.hi * 1.0001 &&
-            (!decades_only || std::abs(mantissa - 1) < 1e-6)) {
-            a.ticks.push_back(s);
-        }
-    }
-    // Less than a decade has too few 1-2-5 lines to read a value from: add the ones between.
-    if (a.ticks.size() < 4) {
-        a.ticks.clear();
+    // Labels on the powers of ten over more than two decades, on 1-2-5 steps over less, and on
+    // every 1..9 step within one decade: about four to eight labels, never crowded.
+    auto pick = [&a](std::initializer_list<double> mantissas) {
+        std::vector<double> ticks;
         for (int e = -3; e <= 7; ++e) {
-            for (double m : {1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0}) {
+            for (double m : mantissas) {
                 double s = m * std::pow(10.0, e);
                 if (s >= a.lo * 0.9999 && s <= a.hi * 1.0001) {
-                    a.ticks.push_back(s);
+                    ticks.push_back(s);
                 }
             }
         }
+        return ticks;
+    };
+    if (a.hi / a.lo > 200) {
+        a.ticks = pick({1.0});
+    }
+    if (a.ticks.size() < 3) {
+        a.ticks = pick({1.0, 2.0, 5.0});
+    }
+    if (a.ticks.size() < 4) {
+        a.ticks = pick({1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0});
     }
     return a;
 }
@@ -327,7 +330,7 @@ std::string growth_svg(const GrowthChart& chart) {
     std::vector<Panel> panels = {
         {"Server CPU per request (us, log scale)", true,
          [](const GrowthPoint& g) { return g.cpu_us_per_req; }, 0, ""},
-        {"CPU per request / its own with none idle (dashed: goal)", false,
+        {"CPU per request / its own with none idle (log; dashed: goal)", true,
          [&](const GrowthPoint& g) {
              auto it = base.find(g.variant);
              return it == base.end() || g.cpu_us_per_req <= 0 ? -1 : g.cpu_us_per_req / it->second;
