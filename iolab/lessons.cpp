@@ -109,21 +109,31 @@ int run_lessons(const LessonsOptions& opt, const std::string& command_line) {
         try {
             c.run(run, l);
         } catch (const std::exception& e) {
-            judge(l, Verdict::not_measured, en(std::string("The experiment failed: ") + e.what()));
+            judge(l, Verdict::not_measured,
+                  en_zh(std::string("The experiment failed: ") + e.what(),
+                        std::string("实验失败：") + e.what()));
         }
         l.seconds = static_cast<double>(now_ns() - t0) / 1e9;
         if (std::filesystem::exists(run.dir(l) + "/log.txt")) {
             l.log = l.slug + "/log.txt";
         }
-        char load_text[64];
+        char load_text[64], load_zh[64];
         std::snprintf(load_text, sizeof load_text, "%.1f on %d cores", load, run.machine.cores);
-        l.numbers.push_back({en("load average when the experiment started"), load_text});
+        std::snprintf(load_zh, sizeof load_zh, "%.1f（共 %d 个核）", load, run.machine.cores);
+        l.numbers.push_back(
+            {en_zh("load average when the experiment started", "实验开始时的平均负载"),
+             en_zh(load_text, load_zh)});
         if (load > run.machine.cores) {
-            std::string busy =
+            Words busy = en_zh(
                 "Other programs were running (load average above the number of cores): the "
                 "servers and the load generator shared their CPUs, so rates are lower and "
-                "latencies longer than on a quiet machine.";
-            l.notes["en"] += (l.notes["en"].empty() ? "" : " ") + busy;
+                "latencies longer than on a quiet machine.",
+                "当时还有别的程序在运行（平均负载超过了核数）：服务器和负载生成器要和它们分享 "
+                "CPU，所以吞吐量比安静的机器上低，延迟也更长。");
+            for (const auto& [lang, text] : busy) {
+                std::string& said = l.notes[lang];
+                said += (said.empty() ? "" : lang == "en" ? " " : "") + text;
+            }
         }
         std::string said = l.verdict_text.count("en") ? l.verdict_text.at("en") : "";
         std::fprintf(run.progress, "        %s (%.1f s): %s\n", verdict_word(l.verdict), l.seconds,

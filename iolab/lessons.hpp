@@ -3,8 +3,10 @@
 // real iolab command lines, run in this process), lessons_page.cpp writes DIR/index.html.
 //
 // Every sentence a reader sees is a Words: one text per language, keyed by language code. The
-// page shows the languages it has and offers a switch only when there is more than one, so a
-// translation is added by filling in a second key wherever "en" is filled in now.
+// page shows the languages it has and offers a switch only when there is more than one. Each
+// sentence is written in English ("en") and Simplified Chinese ("zh-CN", as README.zh-CN.md);
+// what reads the same in both (a number with its unit, a variant's name, program output) is
+// written once, and the page shows that text in every language.
 #pragma once
 
 #include <cstdio>
@@ -19,8 +21,16 @@
 namespace iolab {
 
 using Words = std::map<std::string, std::string>;
+inline const std::string kChinese = "zh-CN";
 inline Words en(std::string text) {
     return {{"en", std::move(text)}};
+}
+inline Words en_zh(std::string english, std::string chinese) {
+    return {{"en", std::move(english)}, {kChinese, std::move(chinese)}};
+}
+// A text that reads the same in every language.
+inline Words same(std::string text) {
+    return en(std::move(text));
 }
 
 enum class Verdict {
@@ -38,7 +48,7 @@ struct Figure {
 
 struct Number {
     Words label;
-    std::string value;  // formatted, with its unit: "12.3 us", "4.1x"
+    Words value;  // formatted, with its unit: "12.3 us", "4.1x"
 };
 
 struct Lesson {

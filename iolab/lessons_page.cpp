@@ -4,7 +4,9 @@
 //
 // Every text comes from a Words (lessons.hpp) or from the table below, and is written once per
 // language the page has, as <span lang="xx">; CSS shows the language named by <body
-// data-show="xx">, and the switch at the top, hidden while the page has one language, sets it.
+// data-show="xx">, and the switch at the top, absent while the page has one language, sets it.
+// Which language a load starts in follows one rule, stated on the page: ?lang=xx in the address,
+// else the browser's language if the page has it, else English; nothing is stored.
 
 #include <cstdlib>
 #include <ctime>
@@ -21,31 +23,47 @@ namespace {
 // The page's own words, by key.
 const std::map<std::string, Words>& page_words() {
     static const std::map<std::string, Words> words = {
-        {"language", en("English")},
-        {"title", en("iolab lessons: the course's claims, tested on this machine")},
+        {"language", en_zh("English", "中文")},
+        {"title", en_zh("iolab lessons: the course's claims, tested on this machine",
+                        "iolab lessons：课程里的论断，在这台机器上逐一检验")},
         {"intro",
-         en("Each section below states one claim of the course in the lab's words, runs the "
-            "experiment that tests it, draws what was measured and judges the claim from the "
-            "numbers alone. Where this machine disagrees with the course, the page says so: the "
-            "lab teaches what it measures.")},
-        {"machine", en("Machine")},
-        {"run", en("Run")},
-        {"quick", en("quick (short load points: the shape shows, the digits are rough)")},
-        {"full", en("full")},
-        {"summary", en("The claims at a glance")},
-        {"claim", en("The claim")},
-        {"verdict", en("Verdict")},
-        {"numbers", en("Measured")},
-        {"commands", en("Reproduce it")},
-        {"commands_hint", en("Each line is a command that runs this experiment again; its "
-                             "output is in this claim's directory beside the page.")},
-        {"figure_file", en("figure as a file")},
-        {"log", en("everything the commands printed")},
-        {"took", en("measured in")},
-        {"holds", en("holds here")},
-        {"does_not_hold", en("does not hold here")},
-        {"cannot_show", en("cannot be shown here")},
-        {"not_measured", en("not measured")},
+         en_zh("Each section below states one claim of the course in the lab's words, runs the "
+               "experiment that tests it, draws what was measured and judges the claim from the "
+               "numbers alone. Where this machine disagrees with the course, the page says so: "
+               "the lab teaches what it measures.",
+               "下面每一节先用实验室自己的话写出课程里的一个论断，再运行检验它的实验，把测到的"
+               "结果画成图，只凭这些数字判断论断成立与否。这台机器的结果和课程说的不一样时，"
+               "页面会照实写出来：实验室教的是它测到的东西。")},
+        {"language_rule",
+         en_zh("The page opens in Chinese when the browser's language is Chinese and in English "
+               "otherwise; add ?lang=en or ?lang=zh-CN to the address to choose. It remembers "
+               "nothing between visits.",
+               "浏览器的语言是中文时，页面用中文打开，否则用英文；在地址后面加上 ?lang=en 或 "
+               "?lang=zh-CN 可以指定语言。页面不会记住上一次的选择。")},
+        {"machine", en_zh("Machine", "机器")},
+        {"run", en_zh("Run", "运行")},
+        {"quick", en_zh("quick (short load points: the shape shows, the digits are rough)",
+                        "快速（负载点很短：看得出曲线的形状，具体数字只是粗略值）")},
+        {"full", en_zh("full", "完整")},
+        {"summary", en_zh("The claims at a glance", "论断一览")},
+        {"claim", en_zh("The claim: ", "论断：")},
+        {"verdict", en_zh("Verdict", "结论")},
+        {"numbers", en_zh("Measured", "测得的数字")},
+        {"commands", en_zh("Reproduce it", "自己复现")},
+        {"commands_hint",
+         en_zh("Each line is a command that runs this experiment again; its output is in this "
+               "claim's directory beside the page. ",
+               "每一行都是一条命令，可以把这个实验再跑一遍；命令的输出在页面旁边这个论断的目录"
+               "里。")},
+        {"figure_file", en_zh("figure as a file", "图的文件")},
+        {"log", en_zh(": everything the commands printed.", "：命令打印出来的全部内容。")},
+        {"took", en_zh("measured in", "测量用时")},
+        {"holds", en_zh("holds here", "在这里成立")},
+        {"does_not_hold", en_zh("does not hold here", "在这里不成立")},
+        {"cannot_show", en_zh("cannot be shown here", "在这里无法展示")},
+        {"not_measured", en_zh("not measured", "未测得")},
+        {"paren_open", en_zh(" (", "（")},
+        {"paren_close", en_zh(")", "）")},
     };
     return words;
 }
@@ -104,6 +122,14 @@ std::vector<std::string> languages_of(const std::vector<Lesson>& lessons) {
         add(l.title);
         add(l.claim);
         add(l.verdict_text);
+        add(l.notes);
+        for (const Figure& f : l.figures) {
+            add(f.caption);
+        }
+        for (const Number& n : l.numbers) {
+            add(n.label);
+            add(n.value);
+        }
     }
     std::vector<std::string> out = {"en"};
     for (const std::string& l : found) {
@@ -151,6 +177,9 @@ a { color: #0b57d0; }
 .machine dd { margin: 0 0 0.4rem 0; }
 nav#languages { float: right; }
 nav#languages button { font: inherit; font-size: 0.85rem; padding: 0.2rem 0.7rem; }
+nav#languages button[aria-pressed="true"] { font-weight: 700; }
+:lang(zh-CN) { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC",
+               "Microsoft YaHei", system-ui, sans-serif; }
 ol.summary { padding-left: 1.6rem; }
 ol.summary li { margin: 0.3rem 0; }
 .badge { display: inline-block; padding: 0.05rem 0.6rem; border-radius: 0.4rem; color: #fff;
@@ -181,17 +210,44 @@ pre { background: #f4f4f4; padding: 0.6rem 0.8rem; font-size: 0.78rem; white-spa
                             figure svg { min-width: 36rem; } figure svg.wide { min-width: 60rem; } }
 )css";
 
-// Switches the shown language; the buttons exist only when the page has two or more.
+// Shows one language: on load the one the address asks for (?lang=zh-CN), else the browser's
+// own if the page has it, else English; then whichever button is pressed. Nothing is stored, so
+// every load starts by the same rule.
 const char* const kScript = R"js(
 (function () {
   var nav = document.getElementById('languages');
   if (!nav) { return; }
+  var buttons = {};
+  var list = nav.querySelectorAll('button[data-set-lang]');
+  for (var i = 0; i < list.length; i++) {
+    buttons[list[i].getAttribute('data-set-lang')] = list[i];
+  }
+  function show(lang) {
+    document.body.setAttribute('data-show', lang);
+    document.documentElement.setAttribute('lang', lang);
+    document.title = buttons[lang].getAttribute('data-title');
+    for (var k in buttons) {
+      buttons[k].setAttribute('aria-pressed', k === lang ? 'true' : 'false');
+    }
+  }
+  // A language of the page for a code such as "zh-CN", "zh-TW" or "en-US", or null.
+  function match(code) {
+    if (!code) { return null; }
+    var wanted = code.toLowerCase();
+    var k;
+    for (k in buttons) {
+      if (k.toLowerCase() === wanted) { return k; }
+    }
+    for (k in buttons) {
+      if (k.toLowerCase().split('-')[0] === wanted.split('-')[0]) { return k; }
+    }
+    return null;
+  }
+  var asked = new URLSearchParams(window.location.search).get('lang');
+  show(match(asked) || match(navigator.language) || 'en');
   nav.addEventListener('click', function (e) {
     var lang = e.target.getAttribute('data-set-lang');
-    if (lang) {
-      document.body.setAttribute('data-show', lang);
-      document.documentElement.setAttribute('lang', lang);
-    }
+    if (lang && buttons[lang]) { show(lang); }
   });
 })();
 )js";
@@ -208,15 +264,15 @@ void write_lesson(std::ostringstream& o, const Page& page, const Lesson& l) {
     o << "<section class=\"claim " << v << "\" id=\"claim-" << l.number << "\" data-claim=\""
       << l.number << "\" data-verdict=\"" << v << "\">\n";
     o << "<h2>" << l.number << ". " << page.say(l.title) << "</h2>\n";
-    o << "<p class=\"claim-text\"><strong>" << page.say("claim") << ":</strong> "
-      << page.say(l.claim) << "</p>\n";
+    o << "<p class=\"claim-text\"><strong>" << page.say("claim") << "</strong>" << page.say(l.claim)
+      << "</p>\n";
     o << "<div class=\"verdict\"><span class=\"badge\">" << page.say(v) << "</span> "
       << page.say(l.verdict_text) << "</div>\n";
     for (const Figure& f : l.figures) {
         o << "<figure>\n" << inline_svg(f.svg) << "\n<figcaption>" << page.say(f.caption);
         if (!f.file.empty()) {
-            o << " (<a href=\"" << xml_escape(f.file) << "\">" << page.say("figure_file")
-              << "</a>)";
+            o << page.say("paren_open") << "<a href=\"" << xml_escape(f.file) << "\">"
+              << page.say("figure_file") << "</a>" << page.say("paren_close");
         }
         o << "</figcaption>\n</figure>\n";
     }
@@ -224,7 +280,7 @@ void write_lesson(std::ostringstream& o, const Page& page, const Lesson& l) {
         o << "<h3>" << page.say("numbers") << "</h3>\n<div class=\"table\"><table>\n";
         for (const Number& n : l.numbers) {
             o << "<tr><th scope=\"row\">" << page.say(n.label) << "</th><td class=\"value\">"
-              << xml_escape(n.value) << "</td></tr>\n";
+              << page.say(n.value) << "</td></tr>\n";
         }
         o << "</table></div>\n";
     }
@@ -235,7 +291,7 @@ void write_lesson(std::ostringstream& o, const Page& page, const Lesson& l) {
         o << "<h3>" << page.say("commands") << "</h3>\n<p class=\"notes\">"
           << page.say("commands_hint");
         if (!l.log.empty()) {
-            o << " <a href=\"" << xml_escape(l.log) << "\">log.txt</a>: " << page.say("log") << ".";
+            o << "<a href=\"" << xml_escape(l.log) << "\">log.txt</a>" << page.say("log");
         }
         o << "</p>\n<pre><code>";
         for (const std::string& c : l.commands) {
@@ -263,21 +319,33 @@ std::string lessons_page(const LessonRun& run, const std::vector<Lesson>& lesson
     }
     o << "</style>\n</head>\n<body data-show=\"en\">\n";
     // The switch is in the page only once there is something to switch to.
-    if (page.languages().size() > 1) {
+    bool several = page.languages().size() > 1;
+    if (several) {
         o << "<nav id=\"languages\">";
+        const Words& name = page_words().at("language");
+        const Words& title = page_words().at("title");
         for (const std::string& l : page.languages()) {
-            auto name = page_words().at("language");
-            o << "<button type=\"button\" data-set-lang=\"" << l << "\">"
-              << xml_escape(name.count(l) ? name.at(l) : l) << "</button> ";
+            o << "<button type=\"button\" lang=\"" << l << "\" data-set-lang=\"" << l
+              << "\" data-title=\"" << xml_escape(title.count(l) ? title.at(l) : title.at("en"))
+              << "\">" << xml_escape(name.count(l) ? name.at(l) : l) << "</button> ";
         }
         o << "</nav>\n";
     }
     o << "<h1>" << page.say("title") << "</h1>\n<p>" << page.say("intro") << "</p>\n";
-    o << "<dl class=\"machine\"><dt>" << page.say("machine") << "</dt><dd>"
-      << xml_escape(run.machine.cpu_model + ", " + std::to_string(run.machine.cores) + " cores, " +
-                    run.machine.kernel + "; io_uring " + run.machine.io_uring + "; " + run.pin.text)
+    if (several) {
+        o << "<p class=\"notes\">" << page.say("language_rule") << "</p>\n";
+    }
+    // The kernel, io_uring's state and the pinning are the programs' own words, in both languages.
+    const RunInfo& m = run.machine;
+    std::string cores = std::to_string(m.cores), when = now_utc();
+    Words machine = en_zh(m.cpu_model + ", " + cores + " cores, " + m.kernel + "; io_uring " +
+                              m.io_uring + "; " + run.pin.text,
+                          m.cpu_model + "，" + cores + " 核，" + m.kernel + "；io_uring " +
+                              m.io_uring + "；" + run.pin.text);
+    o << "<dl class=\"machine\"><dt>" << page.say("machine") << "</dt><dd>" << page.say(machine)
       << "</dd><dt>" << page.say("run") << "</dt><dd>" << page.say(run.quick ? "quick" : "full")
-      << xml_escape(", " + now_utc() + ", " + run.machine.command) << "</dd></dl>\n";
+      << page.say(en_zh(", " + when + ", " + m.command, "，" + when + "，" + m.command))
+      << "</dd></dl>\n";
 
     o << "<h2>" << page.say("summary") << "</h2>\n<ol class=\"summary\">\n";
     for (const Lesson& l : lessons) {

@@ -81,6 +81,18 @@ std::string ratio_text(double a, double b) {
     return a > 0 && b > 0 ? text(a / b, "%.2fx") : "not measured";
 }
 
+std::string text_zh(double v, const char* format) {
+    return v < 0 ? "未测得" : text(v, format);
+}
+
+std::string ratio_zh(double a, double b) {
+    return a > 0 && b > 0 ? text(a / b, "%.2fx") : "未测得";
+}
+
+Words measured(double v, const char* format) {
+    return en_zh(text(v, format), text_zh(v, format));
+}
+
 namespace {
 
 // A number as a command line takes it: 0.3, 1.
@@ -264,17 +276,18 @@ CallCounts traced_calls(const LessonRun& run, const std::string& variant, int re
     return out;
 }
 
-std::string calls_text(const CallCounts& c) {
+Words calls_text(const CallCounts& c) {
     if (!c.ran) {
-        return "not measured: " + c.why;
+        return en_zh("not measured: " + c.why, "未测得：" + c.why);
     }
-    std::string out;
+    std::string out, out_zh;
     for (const auto& [call, n] : c.per_request) {
         if (n >= 0.05) {
             out += (out.empty() ? "" : ", ") + call + " " + text(n, "%.2f");
+            out_zh += (out_zh.empty() ? "" : "，") + call + " " + text(n, "%.2f");
         }
     }
-    return out.empty() ? "none traced" : out;
+    return out.empty() ? en_zh("none traced", "没有记录到调用") : en_zh(out, out_zh);
 }
 
 double calls_of(const CallCounts& c, std::initializer_list<const char*> names) {

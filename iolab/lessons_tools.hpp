@@ -26,6 +26,11 @@ double num(const json& row, const char* key);
 std::string text(double v, const char* format);
 // a / b as "1.23x", or "not measured".
 std::string ratio_text(double a, double b);
+// The same two in a Chinese sentence: "未测得" for "not measured".
+std::string text_zh(double v, const char* format);
+std::string ratio_zh(double a, double b);
+// `v` printed with `format` in both languages, for the table of numbers.
+Words measured(double v, const char* format);
 
 // The results of one iolab command: its rows, and the variants that could not run.
 struct Results {
@@ -106,7 +111,7 @@ struct CallCounts {
 };
 CallCounts traced_calls(const LessonRun& run, const std::string& variant, int requests);
 // "recv 1.00, send 1.00", or why nothing was counted.
-std::string calls_text(const CallCounts& c);
+Words calls_text(const CallCounts& c);
 // The calls of these names, per request.
 double calls_of(const CallCounts& c, std::initializer_list<const char*> names);
 

@@ -4,11 +4,12 @@
 set -euo pipefail
 
 # chromium: the headless browser that opens the page of iolab lessons in the test lessons_browser
-# (tests/lessons_browser_test.py); python3 runs that test. strace: the second source of iolab
+# (tests/lessons_browser_test.py), with fonts-noto-cjk for the page's Chinese view (without a CJK
+# font Chromium draws boxes); python3 runs that test. strace: the second source of iolab
 # timeline (glibc's AIO helper threads, the libraries' own calls) and claim 9 of iolab lessons.
 packages=(g++ cmake ninja-build make pkg-config libgtest-dev libcli11-dev liburing-dev libev-dev
           libevent-dev libasio-dev nlohmann-json3-dev netcat-openbsd clang-format git chromium
-          python3 strace)
+          fonts-noto-cjk python3 strace)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -7,15 +7,25 @@ Runs iolab lessons --quick into a fresh directory, then checks, with Chromium:
   - every claim is a section with a verdict and at least one figure holding an SVG, in the DOM
     the browser built (--dump-dom), and every file the page links to exists beside it;
   - screenshots at a desktop and at a phone width are not blank: many colours, no one colour
-    covering nearly all of it.
+    covering nearly all of it;
+  - the Chinese view: the page offers the switch (English / 中文), opens in English for a
+    browser in English or French and in Chinese for one in Chinese (navigator.language, which
+    --accept-lang sets), and ?lang=en overrides the browser's language; opened as
+    index.html?lang=zh-CN inside a probe page, every claim's title, claim text, verdict and table
+    show Chinese text (innerText, which leaves out what CSS hides) and no English title, <html
+    lang> and the document's title follow, and the switch's buttons turn it to English and back;
+    no console message; Chinese screenshots at both widths are not blank.
 Before all that it checks itself: a page with a deliberate console error must be caught, so that
 a Chromium that stopped reporting its console cannot make this test pass.
 
 Usage: lessons_browser_test.py IOLAB CHROMIUM WORKDIR
-The screenshots stay in WORKDIR (desktop.png, phone.png) to be looked at.
+The screenshots stay in WORKDIR (desktop.png, phone.png, desktop-zh.png, phone-zh.png) to be
+looked at.
 """
 
+import html
 import html.parser
+import json
 import os
 import re
 import shutil
@@ -27,6 +37,9 @@ import zlib
 
 EXPECTED_CLAIMS = 14
 VERDICTS = {"holds", "does_not_hold", "cannot_show", "not_measured"}
+CHINESE = "zh-CN"
+EXPECTED_BUTTONS = [["en", "English"], [CHINESE, "中文"]]
+CJK = re.compile("[\u4e00-\u9fff]")
 
 
 def fail(why):
@@ -48,17 +61,28 @@ def chromium(browser, workdir, url, *args, timeout=90):
 
 
 class PageParser(html.parser.HTMLParser):
-    """Collects each claim section's verdict and figures, and every local link."""
+    """Collects each claim section's verdict and figures, every local link, the languages."""
 
     def __init__(self):
         super().__init__()
         self.sections = []  # {"claim": n, "verdict": v, "figures": k, "svgs": k}
         self.links = []
         self.in_figure = False
+        self.html_lang = None
+        self.shown = None
+        self.buttons = []  # [code, label]
+        self.in_button = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "section" and "data-claim" in a:
+        if tag == "html":
+            self.html_lang = a.get("lang")
+        elif tag == "body":
+            self.shown = a.get("data-show")
+        elif tag == "button" and "data-set-lang" in a:
+            self.buttons.append([a["data-set-lang"], ""])
+            self.in_button = True
+        elif tag == "section" and "data-claim" in a:
             self.sections.append(
                 {"claim": a["data-claim"], "verdict": a.get("data-verdict"), "figures": 0,
                  "svgs": 0})
@@ -73,6 +97,78 @@ class PageParser(html.parser.HTMLParser):
     def handle_endtag(self, tag):
         if tag == "figure":
             self.in_figure = False
+        elif tag == "button":
+            self.in_button = False
+
+    def handle_data(self, data):
+        if self.in_button:
+            self.buttons[-1][1] += data.strip()
+
+
+# Opens the page at ?lang=zh-CN in an iframe and, once it has loaded, writes into its own <pre>
+# what a reader sees of every claim (innerText leaves out what CSS hides), first as loaded, then
+# after pressing the English button, then the Chinese one. Chromium reads the frame's document
+# only with --allow-file-access-from-files.
+PROBE = """<!DOCTYPE html><meta charset="utf-8"><pre id="result">not run</pre>
+<iframe id="page" style="width:1280px;height:900px" src="%s"></iframe>
+<script>
+document.getElementById('page').addEventListener('load', function () {
+  var r = {};
+  try {
+    var d = this.contentDocument;
+    var view = function () {
+      var v = {lang: d.documentElement.getAttribute('lang'),
+               shown: d.body.getAttribute('data-show'), title: d.title,
+               heading: d.querySelector('h1').innerText, claims: []};
+      var sections = d.querySelectorAll('section[data-claim]');
+      for (var i = 0; i < sections.length; i++) {
+        var s = sections[i];
+        var seen = function (selector) {
+          var e = s.querySelector(selector);
+          return e ? e.innerText : '';
+        };
+        // The claim's and the verdict's own sentences, without their label and badge.
+        v.claims.push({claim: s.getAttribute('data-claim'), title: seen('h2'),
+                       text: seen('.claim-text').replace(seen('.claim-text strong'), ''),
+                       verdict: seen('.verdict').replace(seen('.verdict .badge'), ''),
+                       table: seen('table')});
+      }
+      return v;
+    };
+    r.loaded = view();
+    d.querySelector('button[data-set-lang="en"]').click();
+    r.english = view();
+    d.querySelector('button[data-set-lang="%s"]').click();
+    r.chinese = view();
+  } catch (e) {
+    r.error = String(e);
+  }
+  document.getElementById('result').textContent = JSON.stringify(r);
+});
+</script>
+"""
+
+
+def check_view(view, label, chinese, english=None):
+    """Every claim of `view` in the expected language: Chinese text, or none of it; none of the
+    English view's titles, if `english` is given."""
+    if view["lang"] != (CHINESE if chinese else "en") or view["shown"] != view["lang"]:
+        fail("%s: <html lang=%r>, showing %r" % (label, view["lang"], view["shown"]))
+    if len(view["claims"]) != EXPECTED_CLAIMS:
+        fail("%s: %d claims" % (label, len(view["claims"])))
+    for text in (view["title"], view["heading"]):
+        if bool(CJK.search(text)) != chinese:
+            fail("%s: the page's title reads %r" % (label, text))
+    for c in view["claims"]:
+        for part in ("title", "text", "verdict", "table"):
+            seen = c[part].strip()
+            if not seen:
+                fail("%s: claim %s shows no %s" % (label, c["claim"], part))
+            if bool(CJK.search(seen)) != chinese:
+                fail("%s: claim %s's %s reads %r" % (label, c["claim"], part, seen[:160]))
+    for c, e in zip(view["claims"], english["claims"] if english else []):
+        if e["title"].split(". ", 1)[-1] in c["title"]:
+            fail("%s: claim %s shows its English title too: %r" % (label, c["claim"], c["title"]))
 
 
 def png_pixels(path):
@@ -167,7 +263,8 @@ def main():
         fail("the page refers to the network")
 
     url = "file://" + page
-    dom, console, done = chromium(browser, workdir, url, "--dump-dom")
+    # --accept-lang sets navigator.language, which chooses the page's language on load.
+    dom, console, done = chromium(browser, workdir, url, "--dump-dom", "--accept-lang=en-US")
     if console:
         fail("console messages:\n" + "\n".join(console))
     parser = PageParser()
@@ -190,7 +287,62 @@ def main():
     for label, size in (("desktop", "1280,2400"), ("phone", "390,2400")):
         shot = os.path.join(workdir, label + ".png")
         _, console, _ = chromium(browser, workdir, url, "--window-size=" + size,
-                                 "--screenshot=" + shot)
+                                 "--accept-lang=en-US", "--screenshot=" + shot)
+        if console:
+            fail("console messages at %s width:\n%s" % (label, "\n".join(console)))
+        if not os.path.exists(shot):
+            fail("no %s screenshot" % label)
+        check_screenshot(shot, label)
+
+    # The Chinese view. The page as loaded above, by a browser whose language is English.
+    if parser.buttons != EXPECTED_BUTTONS:
+        fail("the language switch is %r, expected %r" % (parser.buttons, EXPECTED_BUTTONS))
+    if parser.html_lang != "en" or parser.shown != "en":
+        fail("an English browser got <html lang=%r>, showing %r" % (parser.html_lang, parser.shown))
+    for accept, query, expected in (("zh-CN", "", CHINESE), ("zh-TW,zh", "", CHINESE),
+                                    ("zh-CN", "?lang=en", "en"), ("fr-FR", "", "en")):
+        dom, console, _ = chromium(browser, workdir, url + query, "--dump-dom",
+                                   "--accept-lang=" + accept)
+        if console:
+            fail("console messages for a browser in %s:\n%s" % (accept, "\n".join(console)))
+        seen = PageParser()
+        seen.feed(dom)
+        if seen.html_lang != expected or seen.shown != expected:
+            fail("a browser in %s opening index.html%s got <html lang=%r>, showing %r, expected %s"
+                 % (accept, query, seen.html_lang, seen.shown, expected))
+    print("the switch offers %s; a browser in English or French gets English, one in Chinese "
+          "Chinese, and ?lang=en overrides it" %
+          " / ".join(label for _, label in parser.buttons), flush=True)
+
+    chinese_url = url + "?lang=" + CHINESE
+    probe = os.path.join(workdir, "chinese-probe.html")
+    with open(probe, "w", encoding="utf-8") as f:
+        f.write(PROBE % (chinese_url, CHINESE))
+    dom, console, _ = chromium(browser, workdir, "file://" + probe, "--dump-dom",
+                               "--accept-lang=en-US", "--allow-file-access-from-files",
+                               "--window-size=1400,1000")
+    if console:
+        fail("console messages in the Chinese view:\n" + "\n".join(console))
+    found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    if not found:
+        fail("the probe page wrote no result")
+    try:
+        result = json.loads(html.unescape(found.group(1)))
+    except ValueError:
+        fail("the probe page wrote %r" % found.group(1)[:300])
+    if "error" in result:
+        fail("the probe could not read the page: " + result["error"])
+    check_view(result["english"], "after pressing English", False)
+    check_view(result["loaded"], "?lang=" + CHINESE, True, result["english"])
+    check_view(result["chinese"], "after pressing 中文", True, result["english"])
+    print("?lang=%s: all %d claims show their title, claim, verdict and numbers in Chinese; "
+          "the buttons switch to English and back; e.g. claim 1: %s" %
+          (CHINESE, EXPECTED_CLAIMS, result["loaded"]["claims"][0]["title"]), flush=True)
+
+    for label, size in (("desktop-zh", "1280,2400"), ("phone-zh", "390,2400")):
+        shot = os.path.join(workdir, label + ".png")
+        _, console, _ = chromium(browser, workdir, chinese_url, "--window-size=" + size,
+                                 "--accept-lang=en-US", "--screenshot=" + shot)
         if console:
             fail("console messages at %s width:\n%s" % (label, "\n".join(console)))
         if not os.path.exists(shot):
