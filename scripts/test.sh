@@ -2,7 +2,7 @@
 # The whole test suite: install what is missing, build, run every test under CTest (the Soak suite
 # included, once); then every test but Soak in the AddressSanitizer+UndefinedBehaviorSanitizer
 # build, and the conformance suite over the variants with threads in the ThreadSanitizer build,
-# which builds nothing else. Each phase prints its time; the whole must stay within 12 minutes on
+# which builds nothing else. Each phase prints its time; the goal for the whole is 12 minutes on
 # 2 cores from a fresh clone (README, "Tests"). Set IOLAB_QUICK=1 to skip the sanitizer builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
