@@ -13,6 +13,15 @@
 
 namespace iolab {
 
+// The connections a variant holds at once with its default arguments, where the model documents
+// a limit (conns 0: none), and the limit's name. The registry's traits do not carry these; the
+// fault and soak rows scale under them, and iolab scale leaves out the points past them.
+struct Cap {
+    int conns = 0;
+    std::string why;
+};
+Cap documented_cap(const Variant& v);
+
 // A server under test: how to start it (extra arguments appended), and what it declares.
 struct Target {
     std::string name;

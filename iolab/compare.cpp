@@ -53,25 +53,6 @@ std::vector<Series> series_of(const std::vector<PointResult>& rows,
     return out;
 }
 
-// Records in the run how syscalls were counted: by the kernel, or why not.
-void note_counters(RunInfo& info, const KernelCounters& counters) {
-    std::string how =
-        counters.ok()
-            ? "kernel: perf_event_open counters on raw_syscalls:sys_enter and "
-              "io_uring:io_uring_complete, inherited by every thread and process "
-              "of each server"
-            : "traced (the servers' own STATS syscalls=): the kernel refused: " + counters.why();
-    if (info.syscalls.find(how) == std::string::npos) {
-        if (!info.syscalls.empty()) {
-            info.syscalls += "; ";
-        }
-        info.syscalls += how;
-        if (!counters.ok()) {
-            std::fprintf(stderr, "iolab compare: syscalls %s\n", how.c_str());
-        }
-    }
-}
-
 }  // namespace
 
 void write_charts(const std::string& dir, const std::string& load, const std::string& note,
@@ -152,7 +133,7 @@ int run_compare(const CompareOptions& opt, const std::string& command_line) {
              std::to_string(std::max<size_t>(4096, opt.payload + 16)), "--mode", opt.mode},
             pin);
         ServerProcess& server = counted.process;
-        note_counters(info, counted.counters);
+        record_counters(info, counted.counters, "iolab compare");
         if (!server.running()) {
             bool unavailable = server.state() == ServerProcess::State::cannot_run;
             skipped.push_back({v.name, unavailable, server.reason()});

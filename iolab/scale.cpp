@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "common/stop.hpp"
+#include "harness/scenarios.hpp"
 #include "iolab/commands.hpp"
 #include "iolab/lab.hpp"
 #include "iolab/scale_chart.hpp"
@@ -40,36 +41,6 @@ const Variant* named(const std::vector<Variant>& all, const std::string& name) {
         }
     }
     return nullptr;
-}
-
-// The connections a variant holds at once with its default arguments, where the model documents
-// a limit (0: none), and the limit's name.
-struct Cap {
-    int conns = 0;
-    std::string why;
-};
-Cap documented_cap(const Variant& v) {
-    if (v.has("serial")) {
-        return {1, "serial: one client at a time"};
-    }
-    if (v.name == "02_thread_per_conn_pool") {
-        return {4, "--threads 4: each worker holds one connection for its whole life"};
-    }
-    if (v.name == "07_aio") {
-        return {256, "--max-aio 256: one glibc AIO helper thread per connection"};
-    }
-    if (v.name == "02_process_per_conn") {
-        return {256, "--max-procs 256: one child process per connection"};
-    }
-    if (v.name == "02_thread_per_conn") {
-        return {1000, "--max-threads 1000: one thread per connection"};
-    }
-    if (v.name == "04_select") {
-        // A descriptor numbered FD_SETSIZE (1024) or more cannot go in an fd_set; stdin, stdout,
-        // stderr, the listening socket and the server's spare descriptor come first.
-        return {1014, "FD_SETSIZE 1024: select(2) takes no descriptor above 1023"};
-    }
-    return {};
 }
 
 // The syscall figure of a window: the kernel's count where its counters are open, else the
