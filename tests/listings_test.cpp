@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -44,19 +44,35 @@ struct Quote {
     std::string error;               // why the quotation is malformed, or empty
 };
 
+// "<!-- listing DIR/FILE NAME -->", spaces after it allowed: fills file and name.
+bool parse_marker(const std::string& line, std::string& file, std::string& name) {
+    const std::string open = "<!-- listing ", close = " -->";
+    std::string s = line.substr(0, line.find_last_not_of(" \t\r") + 1);
+    if (s.size() < open.size() + close.size() || s.compare(0, open.size(), open) != 0 ||
+        s.compare(s.size() - close.size(), close.size(), close) != 0) {
+        return false;
+    }
+    std::string words = s.substr(open.size(), s.size() - open.size() - close.size());
+    size_t space = words.find(' ');
+    if (space == std::string::npos) {
+        return false;
+    }
+    file = words.substr(0, space);
+    name = words.substr(space + 1);
+    auto blank = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+    return !file.empty() && !name.empty() && std::none_of(file.begin(), file.end(), blank) &&
+           std::none_of(name.begin(), name.end(), blank);
+}
+
 std::vector<Quote> find_quotes(const std::string& readme) {
-    static const std::regex marker(R"(^<!-- listing (\S+) (\S+) -->\s*$)");
     std::vector<std::string> lines = split_lines(readme);
     std::vector<Quote> quotes;
     for (size_t i = 0; i < lines.size(); ++i) {
-        std::smatch m;
-        if (!std::regex_match(lines[i], m, marker)) {
+        Quote q;
+        if (!parse_marker(lines[i], q.file, q.name)) {
             continue;
         }
-        Quote q;
         q.line = static_cast<int>(i) + 1;
-        q.file = m[1];
-        q.name = m[2];
         if (i + 1 >= lines.size() || lines[i + 1] != "```cpp") {
             q.error = "the line after it is not ```cpp";
             quotes.push_back(q);
@@ -198,10 +214,10 @@ std::string check_model(const fs::path& root, const std::string& dir) {
 
 std::vector<std::string> model_dirs() {
     std::vector<std::string> dirs;
-    static const std::regex model(R"(0[0-9]_.+)");
     for (const auto& entry : fs::directory_iterator(IOLAB_SOURCE_DIR)) {
         std::string name = entry.path().filename().string();
-        if (entry.is_directory() && std::regex_match(name, model)) {
+        bool model = name.size() > 3 && name[0] == '0' && std::isdigit(static_cast<unsigned char>(name[1])) && name[2] == '_';
+        if (entry.is_directory() && model) {
             dirs.push_back(name);
         }
     }
