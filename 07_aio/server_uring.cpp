@@ -88,7 +88,15 @@ struct Conn {
 
 struct Server {
     Server(const ServerOptions& o, bool simple);
-    ~Server() { io_uring_queue_exit(&ring); }  // cancels what is in flight; then sockets close
+    // A kernel worker tears the ring down, maybe after this process has exited, and until then
+    // the accept in flight holds the listening socket open in LISTEN: a server restarted at once
+    // on this port would get EADDRINUSE. shutdown(2) takes the socket out of LISTEN first.
+    ~Server() {
+        if (listen_fd) {
+            ::shutdown(listen_fd.get(), SHUT_RDWR);
+        }
+        io_uring_queue_exit(&ring);  // cancels what is in flight; then sockets close
+    }
     const ServerOptions& opt;
     ServerStats stats{"07_aio_uring"};
     io_uring ring{};

@@ -102,7 +102,15 @@ struct Conn {
 
 struct Server {
     explicit Server(const ServerOptions& o);
-    ~Server() { io_uring_queue_exit(&ring); }  // the kernel cancels what is still in flight
+    // A kernel worker tears the ring down, maybe after this process has exited, and until then
+    // the accept in flight holds the listening socket open in LISTEN: a server restarted at once
+    // on this port would get EADDRINUSE. shutdown(2) takes the socket out of LISTEN first.
+    ~Server() {
+        if (listen_fd) {
+            ::shutdown(listen_fd.get(), SHUT_RDWR);
+        }
+        io_uring_queue_exit(&ring);  // the kernel cancels what is still in flight
+    }
     const ServerOptions& opt;
     ServerStats stats{"09_proactor"};
     io_uring ring{};
