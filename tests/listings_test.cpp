@@ -216,7 +216,8 @@ std::vector<std::string> model_dirs() {
     std::vector<std::string> dirs;
     for (const auto& entry : fs::directory_iterator(IOLAB_SOURCE_DIR)) {
         std::string name = entry.path().filename().string();
-        bool model = name.size() > 3 && name[0] == '0' && std::isdigit(static_cast<unsigned char>(name[1])) && name[2] == '_';
+        bool model = name.size() > 3 && name[0] == '0' &&
+                     std::isdigit(static_cast<unsigned char>(name[1])) && name[2] == '_';
         if (entry.is_directory() && model) {
             dirs.push_back(name);
         }
