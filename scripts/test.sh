@@ -58,7 +58,9 @@ behind() {
         idle=(nice -n 19)
     fi
     echo "== $1 (beside the tests, ${idle[*]}; output in $2/build.log)"
-    setsid "${idle[@]}" bash -c "$(declare -f configure build); jobs=$jobs; build $2 $3" \
+    # Twice as many compile jobs as cores: an idle core is filled as soon as it appears, even when
+    # a test's thread holds the other job's core.
+    setsid "${idle[@]}" bash -c "$(declare -f configure build); jobs=$((2 * jobs)); build $2 $3" \
         >"$2/build.log" 2>&1 &
     behind_pid=$!
     behind_t=$SECONDS
@@ -71,12 +73,17 @@ finish_behind() {
         echo "-- $behind_name failed"
         exit 1
     fi
-    times+=("$behind_name $((SECONDS - behind_t)) s (from ${behind_start} s, beside the tests;" \
-            "$((SECONDS - t)) s waited for it after them)")
+    behind_pid=""
+    times+=("$behind_name $((SECONDS - behind_t)) s (from ${behind_start} s, beside the tests; $((SECONDS - t)) s waited for after them)")
     echo "-- $behind_name: $((SECONDS - behind_t)) s, $((SECONDS - t)) s of it after the tests"
 }
 # The background build (its own process group, setsid) does not outlive the script.
-trap '[ -n "$behind_pid" ] && kill -- -"$behind_pid" 2>/dev/null; true' EXIT
+stop_behind() {
+    if [ -n "$behind_pid" ]; then
+        kill -- -"$behind_pid" 2>/dev/null || true
+    fi
+}
+trap stop_behind EXIT
 
 echo "== default build"
 configure build default
