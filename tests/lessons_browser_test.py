@@ -232,6 +232,20 @@ def check_screenshot(path, label):
         fail("%s screenshot is %.1f%% one colour: blank" % (label, 100.0 * top / total))
 
 
+def screenshots(browser, workdir, url, suffix):
+    """Desktop and phone screenshots of url (desktop<suffix>.png, phone<suffix>.png in workdir):
+    nothing on the console, and neither picture blank."""
+    for label, size in (("desktop" + suffix, "1280,2400"), ("phone" + suffix, "390,2400")):
+        shot = os.path.join(workdir, label + ".png")
+        _, console, _ = chromium(browser, workdir, url, "--window-size=" + size,
+                                 "--accept-lang=en-US", "--screenshot=" + shot)
+        if console:
+            fail("console messages at %s width:\n%s" % (label, "\n".join(console)))
+        if not os.path.exists(shot):
+            fail("no %s screenshot" % label)
+        check_screenshot(shot, label)
+
+
 def main():
     if len(sys.argv) != 4:
         fail(__doc__)
@@ -284,15 +298,7 @@ def main():
     print("every claim has a verdict and its figures; %d links, all present" % len(parser.links),
           flush=True)
 
-    for label, size in (("desktop", "1280,2400"), ("phone", "390,2400")):
-        shot = os.path.join(workdir, label + ".png")
-        _, console, _ = chromium(browser, workdir, url, "--window-size=" + size,
-                                 "--accept-lang=en-US", "--screenshot=" + shot)
-        if console:
-            fail("console messages at %s width:\n%s" % (label, "\n".join(console)))
-        if not os.path.exists(shot):
-            fail("no %s screenshot" % label)
-        check_screenshot(shot, label)
+    screenshots(browser, workdir, url, "")
 
     # The Chinese view. The page as loaded above, by a browser whose language is English.
     if parser.buttons != EXPECTED_BUTTONS:
@@ -339,15 +345,7 @@ def main():
           "the buttons switch to English and back; e.g. claim 1: %s" %
           (CHINESE, EXPECTED_CLAIMS, result["loaded"]["claims"][0]["title"]), flush=True)
 
-    for label, size in (("desktop-zh", "1280,2400"), ("phone-zh", "390,2400")):
-        shot = os.path.join(workdir, label + ".png")
-        _, console, _ = chromium(browser, workdir, chinese_url, "--window-size=" + size,
-                                 "--accept-lang=en-US", "--screenshot=" + shot)
-        if console:
-            fail("console messages at %s width:\n%s" % (label, "\n".join(console)))
-        if not os.path.exists(shot):
-            fail("no %s screenshot" % label)
-        check_screenshot(shot, label)
+    screenshots(browser, workdir, chinese_url, "-zh")
     print("PASS", flush=True)
 
 
