@@ -943,11 +943,6 @@ constexpr double kP99LimitMs = 100;
 constexpr double kP99LimitMs = 400;
 #endif
 constexpr int kFewestReplies = 10;
-// How long the ping clients take turns beside the heavy one. A loop that serves one connection
-// until it runs dry answers them nothing for the whole span, twice the wider p99 limit; a fair
-// one answers each of them hundreds of times. (It was 1.5 s: the scenario keeps both cores busy,
-// and it runs for every variant in two builds.)
-constexpr auto kTurnsSpan = 800ms;
 
 // A serial server serves one client at a time, so a heavy client holds it and nobody else is
 // answered meanwhile: that is the model, as in SecondClient. What fairness means there is order:
@@ -974,7 +969,7 @@ Outcome fairness_serial(const Target& t, ServerProcess& server) {
     if (!expect_line(pinger[0], "PONG", why, 5s)) {
         return fail("once the heavy client left, the waiting ping client: " + why);
     }
-    PingPong p = ping_pong(pinger, kTurnsSpan);
+    PingPong p = ping_pong(pinger, 1000ms);
     if (!p.error.empty()) {
         return fail(p.error);
     }
@@ -1007,15 +1002,14 @@ Outcome fairness_once(const Target& t) {
     }
     HeavyClient heavy(s.server.port());
     std::this_thread::sleep_for(200ms);  // the heavy client's socket fills first
-    PingPong p = ping_pong(clients, kTurnsSpan);
+    PingPong p = ping_pong(clients, 1500ms);
     heavy.leave();
     if (!p.error.empty()) {
         return fail(p.error + " while a heavy client pipelined");
     }
     if (heavy.replies() < 1000) {
         return fail("the heavy client got only " + std::to_string(heavy.replies()) +
-                    " replies in " + std::to_string(200 + kTurnsSpan.count()) +
-                    " ms, so it did not load the server; " + describe(p));
+                    " replies in 1.7 s, so it did not load the server; " + describe(p));
     }
     if (p.percentile(0.99) > kP99LimitMs || p.fewest() < kFewestReplies) {
         return fail(std::to_string(pingers) + " ping clients beside one that pipelines ECHO (" +
