@@ -398,8 +398,8 @@ void print_block(const char* title, const std::vector<std::string>& names,
     }
 }
 
-int idle_sweep(const std::vector<Variant>& variants, const ScaleOptions& opt,
-               const std::string& command_line) {
+int run_idle_sweep(const std::vector<Variant>& variants, const ScaleOptions& opt,
+                   const std::string& command_line) {
     std::vector<int> idle = parse_int_list(opt.idle, "--idle", 0);
     // Every idle connection is a descriptor in this process and one in the server, which
     // inherits the raised limit through fork and exec.
@@ -710,7 +710,7 @@ int run_scale(const ScaleOptions& opt, const std::string& command_line) {
             std::fprintf(stderr, "iolab scale --idle: name the variants (VARIANT or --models)\n");
             return 2;
         }
-        return idle_sweep(select_variants(all, list), opt, command_line);
+        return run_idle_sweep(select_variants(all, list), opt, command_line);
     }
     const Variant* v = named(all, opt.variant);
     if (v == nullptr || !opt.models.empty()) {

@@ -29,7 +29,7 @@
 using namespace iolab;
 using namespace std::chrono;
 
-namespace {
+namespace model_02_process_per_conn {
 
 ServerProcess start(const std::string& name, const std::vector<std::string>& extra = {}) {
     for (const Variant& v : registry(IOLAB_BIN_DIR)) {
@@ -247,4 +247,7 @@ TEST(ProcessPerConn, StopsWithWorkInFlightInAChild) {
     EXPECT_TRUE(idle.front().read_until_close(1s).has_value());
 }
 
-}  // namespace
+}  // namespace model_02_process_per_conn
+
+// model_test compiles every model suite as one unit (tests/CMakeLists.txt).
+#undef START_OR_SKIP

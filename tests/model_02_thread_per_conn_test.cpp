@@ -26,7 +26,7 @@
 using namespace iolab;
 using namespace std::chrono;
 
-namespace {
+namespace model_02_thread_per_conn {
 
 ServerProcess start(const std::string& name, const std::vector<std::string>& extra = {}) {
     for (const Variant& v : registry(IOLAB_BIN_DIR)) {
@@ -268,4 +268,7 @@ TEST(Client, PipedPrintsEveryReply) {
     }
 }
 
-}  // namespace
+}  // namespace model_02_thread_per_conn
+
+// model_test compiles every model suite as one unit (tests/CMakeLists.txt).
+#undef START_OR_SKIP

@@ -31,7 +31,7 @@
 using namespace iolab;
 using namespace std::chrono;
 
-namespace {
+namespace model_03_nonblocking_poll {
 
 ServerProcess start(const std::vector<std::string>& extra = {}) {
     for (const Variant& v : registry(IOLAB_BIN_DIR)) {
@@ -193,10 +193,6 @@ TEST(BusyPoll, PipedClientPrintsEveryReply) {
     EXPECT_EQ(server.stop(), 0);
 }
 
-}  // namespace
-
-namespace {
-
 // A connection we close on our own (here the idle timeout) owes replies its client never reads:
 // the socket buffers are full and our send always says EAGAIN. The linger timer (kLinger, 1 s)
 // closes it anyway, so it holds no descriptor and no output buffer for ever.
@@ -301,10 +297,6 @@ TEST(BusyPoll, EmfileTurnsClientsAwayAndKeepsServing) {
     EXPECT_EQ(server.stop(), 0);
 }
 
-}  // namespace
-
-namespace {
-
 TEST(BusyPoll, QuitThenEofStillGetsEveryReply) {
     ServerProcess server = start();
     ASSERT_TRUE(server.running()) << server.reason();
@@ -315,4 +307,4 @@ TEST(BusyPoll, QuitThenEofStillGetsEveryReply) {
     EXPECT_EQ(server.stop(), 0);
 }
 
-}  // namespace
+}  // namespace model_03_nonblocking_poll

@@ -25,7 +25,7 @@
 using namespace iolab;
 using namespace std::chrono;
 
-namespace {
+namespace model_04_select {
 
 constexpr int kClients = 1100;  // enough to pass FD_SETSIZE (1024) on the server's side
 
@@ -161,8 +161,6 @@ std::string quit_then_half_close(uint16_t port, int count, std::string& expected
     return got;
 }
 
-}  // namespace
-
 TEST(Select, ConnectionsPastFdSetSizeAreRefusedAndTheRestServed) {
     NofileLimit limit(4096);
     if (!limit.ok()) {
@@ -284,3 +282,5 @@ TEST(Select, QuitThenEofStillGetsEveryReply) {
         EXPECT_EQ(server.stop(), 0) << server.stderr_text();
     }
 }
+
+}  // namespace model_04_select

@@ -29,7 +29,7 @@
 
 using namespace iolab;
 
-namespace {
+namespace model_05_epoll {
 
 Variant find_variant(const std::string& name) {
     for (const Variant& v : registry(IOLAB_BIN_DIR)) {
@@ -395,4 +395,4 @@ TEST_P(Epoll, FiftyPingClientsStayFastBesideOnePipeliningClient) {
 INSTANTIATE_TEST_SUITE_P(Variants, Epoll, ::testing::Values("05_epoll", "05_epoll_et"),
                          [](const auto& info) { return std::string(info.param); });
 
-}  // namespace
+}  // namespace model_05_epoll

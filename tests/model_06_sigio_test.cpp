@@ -30,7 +30,7 @@
 
 using namespace iolab;
 
-namespace {
+namespace model_06_sigio {
 
 constexpr int kClients = 100;
 constexpr int kRequests = 200;  // per client, per round
@@ -235,8 +235,6 @@ void expect_fair(const std::string& what, const Fairness& f) {
 
 class Sigio : public ::testing::TestWithParam<std::string> {};
 
-}  // namespace
-
 TEST_P(Sigio, HundredPipeliningClientsLoseNothing) {
     ServerProcess server = start(GetParam());
     ASSERT_TRUE(server.running()) << GetParam() << " did not start: " << server.reason();
@@ -278,3 +276,5 @@ TEST(SigioRt, FairWhenTheQueueOverflows) {
     EXPECT_GT(stat_value(stats, "overflows"), 0) << stats;
     EXPECT_EQ(server.stop(), 0) << server.stderr_text();
 }
+
+}  // namespace model_06_sigio

@@ -31,7 +31,7 @@ using namespace iolab;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-namespace {
+namespace model_08_reactor {
 
 constexpr auto kWork = 500ms;
 constexpr auto kHeadStart = 150ms;  // for the WORK to reach the server before the PING
@@ -109,4 +109,4 @@ std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
 INSTANTIATE_TEST_SUITE_P(Variants, HeadOfLine, ::testing::ValuesIn(registry(self_dir())),
                          variant_name);
 
-}  // namespace
+}  // namespace model_08_reactor

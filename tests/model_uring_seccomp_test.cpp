@@ -36,7 +36,7 @@
 
 using namespace iolab;
 
-namespace {
+namespace model_uring_seccomp {
 
 #if defined(__x86_64__)
 constexpr uint32_t kArch = AUDIT_ARCH_X86_64;
@@ -159,4 +159,4 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(UringRefused);
 INSTANTIATE_TEST_SUITE_P(Variants, UringRefused, ::testing::ValuesIn(uring_variants()),
                          variant_name);
 
-}  // namespace
+}  // namespace model_uring_seccomp
