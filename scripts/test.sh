@@ -17,8 +17,8 @@ jobs=$(nproc)
 # tests/CMakeLists.txt), after the others.
 # Compiling the next build beside a whole test run, in the idle scheduling class (chrt --idle)
 # and stopped while the timed tests ran alone, made the whole longer: 902 s against 885 in fresh
-# clones. Beside the default tests the ASan build got a third
-# of a core, and the tests took 41 s longer; the ASan tests beside the TSan build took 80 s longer.
+# clones. Beside the default tests the ASan build got a third of a core, and the tests took 41 s
+# longer; the ASan tests beside the TSan build took 80 s longer.
 test_jobs=$((4 * jobs))
 start=$SECONDS
 times=()
