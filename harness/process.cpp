@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "harness/spawn.hpp"
 
@@ -42,6 +43,13 @@ bool parse_listening(const std::string& line, std::string& host, uint16_t& port)
     return true;
 }
 
+// SIGKILL to `pid` and everything below it, the tree read before the first signal.
+void kill_tree(pid_t pid) {
+    for (pid_t p : process_tree(pid)) {
+        ::kill(p, SIGKILL);
+    }
+}
+
 }  // namespace
 
 ServerProcess::ServerProcess(ServerProcess&& o) noexcept {
@@ -51,7 +59,7 @@ ServerProcess::ServerProcess(ServerProcess&& o) noexcept {
 ServerProcess& ServerProcess::operator=(ServerProcess&& o) noexcept {
     if (this != &o) {
         if (pid_ > 0 && exit_code_ == -2) {
-            ::kill(pid_, SIGKILL);
+            kill_tree(pid_);
             ::waitpid(pid_, nullptr, 0);
         }
         pid_ = std::exchange(o.pid_, -1);
@@ -68,7 +76,7 @@ ServerProcess& ServerProcess::operator=(ServerProcess&& o) noexcept {
 
 ServerProcess::~ServerProcess() {
     if (pid_ > 0 && exit_code_ == -2) {
-        ::kill(pid_, SIGKILL);
+        kill_tree(pid_);
         ::waitpid(pid_, nullptr, 0);
     }
 }
@@ -197,14 +205,41 @@ int ServerProcess::wait(std::chrono::milliseconds deadline) {
         return -1;
     }
     if (exit_code_ == -2) {
-        std::optional<int> status = wait_or_kill(pid_, deadline);
-        exit_code_ = status ? exit_code(*status) : -3;  // -3: reaped, but did not exit in time
+        auto until = Clock::now() + deadline;
+        int status = 0;
+        for (;;) {
+            pid_t r = ::waitpid(pid_, &status, WNOHANG);
+            if (r == pid_) {
+                exit_code_ = exit_code(status);
+                break;
+            }
+            if (r < 0 && errno != EINTR) {
+                exit_code_ = -3;  // not ours to reap (cannot happen: we started it)
+                break;
+            }
+            if (Clock::now() >= until) {
+                kill_tree(pid_);
+                ::waitpid(pid_, nullptr, 0);
+                exit_code_ = -3;  // -3: reaped, but did not exit in time
+                break;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
     }
     return exit_code_ == -3 ? -1 : exit_code_;
 }
 
 int ServerProcess::stop(std::chrono::milliseconds deadline) {
     signal(SIGTERM);
+    return wait(deadline);
+}
+
+int ServerProcess::stop_tracee(std::chrono::milliseconds deadline) {
+    std::vector<pid_t> tree = process_tree(pid_);
+    if (tree.size() < 2) {
+        return stop(deadline);  // the server is gone already; the tracer ends by itself
+    }
+    ::kill(tree[1], SIGTERM);  // strace's one child: the server it started
     return wait(deadline);
 }
 

@@ -41,7 +41,7 @@ public:
     ServerProcess() = default;
     ServerProcess(ServerProcess&&) noexcept;
     ServerProcess& operator=(ServerProcess&&) noexcept;
-    ~ServerProcess();  // SIGKILL if still running
+    ~ServerProcess();  // SIGKILL to it and every process it started, if still running
 
     State state() const { return state_; }
     bool running() const { return state_ == State::running; }
@@ -53,11 +53,17 @@ public:
     // True while the child has not exited (reaps it if it has).
     bool alive();
     // SIGTERM, then wait up to `deadline`. Returns the exit code, 128+signal if a signal killed
-    // it, or -1 if it had to be SIGKILLed after the deadline.
+    // it, or -1 if it had to be SIGKILLed after the deadline (it and every process it started:
+    // a process-per-connection server's children do not die with their parent).
     int stop(std::chrono::milliseconds deadline = 3s);
+    // For a server started under a tracer (strace -f SERVER ...): SIGTERM to the server, the
+    // tracer's child, then wait up to `deadline` for the tracer, which exits once its tracee has.
+    // A SIGTERM to strace would only make it detach and leave the server running.
+    int stop_tracee(std::chrono::milliseconds deadline = 3s);
     // Sends a signal without waiting.
     void signal(int sig);
-    // Waits for the child to exit by itself; same return values as stop().
+    // Waits for the child to exit by itself; same return values as stop(). At the deadline the
+    // child and every process it started are SIGKILLed.
     int wait(std::chrono::milliseconds deadline);
     // Everything the server wrote to stderr so far (its --trace lines, error messages).
     std::string stderr_text() const;

@@ -5,7 +5,6 @@
 #include "iolab/lessons_tools.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -350,13 +349,8 @@ FutexCount futexes(const LessonRun& run, const std::string& variant, int request
     } catch (const std::exception& e) {
         out.why = e.what();
     }
-    // strace holds on to SIGTERM while it traces; the server is its child, and once the server
-    // has exited strace writes the summary and exits too.
-    std::vector<pid_t> tree = process_tree(tracer.pid());
-    if (tree.size() >= 2) {
-        ::kill(tree[1], SIGTERM);
-    }
-    tracer.wait(std::chrono::seconds(5));
+    // Once the server has exited, strace writes the summary and exits too.
+    tracer.stop_tracee(std::chrono::seconds(5));
     std::ifstream in(file);
     std::string line;
     while (std::getline(in, line)) {

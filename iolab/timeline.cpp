@@ -245,7 +245,11 @@ TimelineResult draw_timeline(const Variant& v, const Scene& scene, const std::st
     // written a moment after the client closed.
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     t1 += 3000000;
-    server.stop();
+    if (use_strace) {
+        server.stop_tracee();  // the server, not strace: strace would detach and leave it running
+    } else {
+        server.stop();
+    }
     std::string trace_text = server.stderr_text();
 
     timeline::ChartInput in;

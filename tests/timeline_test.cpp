@@ -2,9 +2,13 @@
 // against every variant, each drawing a well-formed SVG with the lanes its model must have.
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -320,8 +324,22 @@ TEST(TimelineScene, NamesEveryScene) {
     EXPECT_THROW(scene_by_name("nonesuch"), std::invalid_argument);
 }
 
+// The processes left as children of this one: as a subreaper it inherits every orphan of the
+// processes it started, so a server that outlived the iolab command which started it is here.
+std::vector<pid_t> children_left() {
+    std::vector<pid_t> out;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream in(task.path() / "children");
+        for (long pid = 0; in >> pid;) {
+            out.push_back(static_cast<pid_t>(pid));
+        }
+    }
+    return out;
+}
+
 // `iolab timeline VARIANT` for every variant: exit 0 (77: refused here), a well-formed SVG with a
-// lane for the main thread and one per client, and the lanes the model adds.
+// lane for the main thread and one per client, and the lanes the model adds; and no process it
+// started (the server, strace's tracee) outlives it.
 class TimelineCommand : public ::testing::TestWithParam<Variant> {};
 
 TEST_P(TimelineCommand, DrawsAValidChartWithTheExpectedLanes) {
@@ -333,6 +351,7 @@ TEST_P(TimelineCommand, DrawsAValidChartWithTheExpectedLanes) {
     std::string svg_path = (dir / "chart.svg").string();
     int out = ::open((dir / "stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ASSERT_GE(out, 0);
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0) << std::strerror(errno);
     SpawnSpec spec;
     spec.argv = {std::string(IOLAB_BIN_DIR) + "/iolab", "timeline", v.name, "--out", svg_path};
     spec.stdout_fd = out;
@@ -341,6 +360,13 @@ TEST_P(TimelineCommand, DrawsAValidChartWithTheExpectedLanes) {
     ::close(out);
     std::optional<int> status = wait_or_kill(pid, std::chrono::seconds(60));
     ASSERT_TRUE(status.has_value()) << "iolab timeline " << v.name << " ran past 60 s";
+    std::vector<pid_t> left = children_left();
+    for (pid_t p : left) {
+        ::kill(p, SIGKILL);
+        ::waitpid(p, nullptr, 0);
+    }
+    EXPECT_TRUE(left.empty()) << left.size() << " process(es) outlived iolab timeline " << v.name
+                              << ", the first pid " << left.front();
     std::ifstream printed(dir / "stdout");
     std::string said((std::istreambuf_iterator<char>(printed)), std::istreambuf_iterator<char>());
     int code = exit_code(*status);
