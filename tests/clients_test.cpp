@@ -15,9 +15,9 @@
 #include "harness/process.hpp"
 #include "harness/registry.hpp"
 
-using namespace iolab;
+namespace clients_test {
 
-namespace {
+using namespace iolab;
 
 std::string client_of(const Variant& v) {
     return std::string(IOLAB_BIN_DIR) + "/" + v.name + "_client";
@@ -117,4 +117,4 @@ TEST_P(PipedClient, PrintsEveryReplyAndExitsZero) {
 INSTANTIATE_TEST_SUITE_P(Models, PipedClient, ::testing::ValuesIn(variants_with_client()),
                          [](const auto& info) { return info.param.name; });
 
-}  // namespace
+}  // namespace clients_test

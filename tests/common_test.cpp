@@ -15,9 +15,9 @@
 #include "common/net.hpp"
 #include "common/qa.hpp"
 
-using namespace iolab;
+namespace common_test {
 
-namespace {
+using namespace iolab;
 
 std::vector<std::string> drain(LineParser& p) {
     std::vector<std::string> lines;
@@ -305,4 +305,4 @@ TEST(Net, ListenAndConnectOverIpv6Loopback) {
     EXPECT_EQ(peer_address(c.get()), "[::1]:" + std::to_string(port));
 }
 
-}  // namespace
+}  // namespace common_test

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace docs_alignment_test {
 
 namespace fs = std::filesystem;
 
@@ -1091,4 +1091,4 @@ std::string pair_name(const testing::TestParamInfo<std::string>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Docs, Twins, testing::ValuesIn(documents_with_twins()), pair_name);
 
-}  // namespace
+}  // namespace docs_alignment_test

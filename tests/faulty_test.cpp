@@ -9,9 +9,9 @@
 #include "harness/registry.hpp"
 #include "harness/scenarios.hpp"
 
-using namespace iolab;
+namespace faulty_test {
 
-namespace {
+using namespace iolab;
 
 Target faulty(const std::string& fault) {
     return {"faulty " + fault,
@@ -56,4 +56,4 @@ TEST(FaultyServers, NeverListed) {
     }
 }
 
-}  // namespace
+}  // namespace faulty_test

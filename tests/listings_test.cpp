@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace listings_test {
 
 namespace fs = std::filesystem;
 
@@ -354,4 +354,4 @@ INSTANTIATE_TEST_SUITE_P(Models, ModelReadme, ::testing::ValuesIn(model_dirs()),
                              return info.param;
                          });
 
-}  // namespace
+}  // namespace listings_test

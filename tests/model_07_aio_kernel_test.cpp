@@ -11,8 +11,8 @@
 //  - io_setup refused (ENOSYS: no AIO in this kernel; EAGAIN: fs.aio-max-nr exhausted), by a
 //    seccomp filter installed in the child before exec: the server and the client exit 77 with
 //    one line on stderr.
-//  - 07_aio_kernel_client piped against the server (clients_test runs only the first variant of
-//    each model directory).
+//  - 07_aio_kernel_client piped against the server (tests/clients_test.cpp runs only the first
+//    variant of each model directory).
 
 #include <gtest/gtest.h>
 

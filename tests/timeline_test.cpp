@@ -19,10 +19,10 @@
 #include "harness/spawn.hpp"
 #include "iolab/timeline.hpp"
 
+namespace timeline_test {
+
 using namespace iolab;
 using namespace iolab::timeline;
-
-namespace {
 
 constexpr int64_t kMs = 1000000;
 constexpr int64_t kBase = 5000 * 1000 * kMs;  // a CLOCK_MONOTONIC moment, 5,000 s after boot
@@ -94,8 +94,6 @@ const Lane* lane_named(const Chart& chart, const std::string& label) {
     }
     return nullptr;
 }
-
-}  // namespace
 
 TEST(TimelineParse, ReadsTraceLinesWithTheSharedClock) {
     auto c = parse_trace_line(
@@ -410,3 +408,5 @@ INSTANTIATE_TEST_SUITE_P(Variants, TimelineCommand, ::testing::ValuesIn(registry
                          [](const ::testing::TestParamInfo<Variant>& info) {
                              return info.param.name;
                          });
+
+}  // namespace timeline_test
