@@ -247,7 +247,7 @@ TEST_P(Sigio, HundredPipeliningClientsLoseNothing) {
 TEST_P(Sigio, OneHeavyClientDoesNotStarveTheOthers) {
     ServerProcess server = start(GetParam());
     ASSERT_TRUE(server.running()) << GetParam() << " did not start: " << server.reason();
-    expect_fair(GetParam(), heavy_beside_pingers(server.port(), kPingers, 2s));
+    expect_fair(GetParam(), heavy_beside_pingers(server.port(), kPingers, 1s));
     EXPECT_EQ(server.stop(), 0) << server.stderr_text();
 }
 
@@ -271,7 +271,7 @@ TEST(SigioRt, FairWhenTheQueueOverflows) {
     ServerProcess server = start("06_sigio_rt", rlim_t{1});
     ASSERT_TRUE(server.running()) << "06_sigio_rt did not start: " << server.reason();
     expect_fair("06_sigio_rt, RLIMIT_SIGPENDING 1",
-                heavy_beside_pingers(server.port(), kPingers, 2s));
+                heavy_beside_pingers(server.port(), kPingers, 1s));
     std::string stats = Client::connect(server.port()).ask("STATS");
     EXPECT_GT(stat_value(stats, "overflows"), 0) << stats;
     EXPECT_EQ(server.stop(), 0) << server.stderr_text();

@@ -3,7 +3,7 @@
 //    down their write side; every byte comes back in order, then the server closes. This drives
 //    the io_uring variant through provided-buffer exhaustion (-ENOBUFS), backpressure (cancelled
 //    recvs) and short sends, and the others through their high-water marks.
-//  - Head-of-line blocking, the seed's big handler: with WORK 1000 in flight on one connection, a
+//  - Head-of-line blocking, the seed's big handler: with WORK 600 in flight on one connection, a
 //    PING on another is answered within 100 ms by the variants with workers, and only after the
 //    WORK by the single-loop io_uring proactor.
 //  - Connection churn: 300 connections opened, used and closed (some with RST) one after the
@@ -156,30 +156,30 @@ TEST(Proactor, WorkStallsOnlyTheSingleLoop) {
         Client busy = Client::connect(server.port());
         Client other = Client::connect(server.port());
         ASSERT_EQ(other.ask("PING"), "PONG") << name;
-        busy.send("WORK 1000\n");
+        busy.send("WORK 600\n");
         std::this_thread::sleep_for(100ms);
         auto t0 = steady_clock::now();
         EXPECT_EQ(other.ask("PING", 5s), "PONG") << name;
         auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
         if (single_loop) {
-            // The only thread is inside WORK: the PING waits for the remaining ~900 ms.
-            EXPECT_GE(took, 700ms) << name << ": PING answered during WORK on a single loop?";
+            // The only thread is inside WORK: the PING waits for the remaining ~500 ms.
+            EXPECT_GE(took, 400ms) << name << ": PING answered during WORK on a single loop?";
         } else {
             EXPECT_LT(took, 100ms) << name << ": a WORK on one connection stalled another";
         }
-        EXPECT_EQ(busy.read_line(5s), "DONE 1000") << name;
+        EXPECT_EQ(busy.read_line(5s), "DONE 600") << name;
         // The emulated proactor's workers: four WORKs at once finish together, not in turn.
         if (!single_loop) {
             std::vector<Client> four;
             for (int i = 0; i < 4; ++i) {
                 four.push_back(Client::connect(server.port()));
-                four.back().send("WORK 500\n");
+                four.back().send("WORK 300\n");
             }
             auto t1 = steady_clock::now();
             for (auto& c : four) {
-                EXPECT_EQ(c.read_line(5s), "DONE 500") << name;
+                EXPECT_EQ(c.read_line(5s), "DONE 300") << name;
             }
-            EXPECT_LT(steady_clock::now() - t1, 1500ms) << name << ": WORKs ran one by one";
+            EXPECT_LT(steady_clock::now() - t1, 900ms) << name << ": WORKs ran one by one";
         }
         EXPECT_EQ(server.stop(), 0) << name;
     }
